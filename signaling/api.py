@@ -1,0 +1,221 @@
+"""Typed calls to the Connvo functions used by the agent, the workers and the load tester."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from signaling import models as m
+from signaling.client import ConvexClient, RetryPolicy
+
+_W = "meetings/webrtc/index/"
+_L = "meetings/lifecycle/"
+_T = "transcripts/ingestion/"
+
+
+class ConnvoAPI:
+    """One user's view of a Connvo deployment. Cheap to create: the HTTP pool is shared."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        http: httpx.AsyncClient | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self.client = ConvexClient(url, token, http=http, retry=retry)
+
+    def __repr__(self) -> str:
+        return f"ConnvoAPI({self.client!r})"
+
+    @property
+    def url(self) -> str:
+        return self.client.url
+
+    async def aclose(self) -> None:
+        """Nothing to release per API object; the shared pool lives as long as its event loop."""
+
+    async def _call(self, path: str, **args: Any) -> Any:
+        return await self.client.call(path, {k: v for k, v in args.items() if v is not None})
+
+    # --- the room and the mesh -------------------------------------------------------------
+
+    async def initialize_room(self, meeting_id: str, max_participants: int | None = None) -> m.Room:
+        return await self._call(
+            _W + "initializeWebRTCRoom", meetingId=meeting_id, maxParticipants=max_participants
+        )
+
+    async def create_session(self, meeting_id: str, session_id: str) -> m.CreateSessionResult:
+        return await self._call(
+            _W + "createWebRTCSession", meetingId=meeting_id, sessionId=session_id
+        )
+
+    async def send_description(
+        self,
+        meeting_id: str,
+        session_id: str,
+        description: m.SessionDescription | dict[str, Any],
+        target_user_id: str,
+    ) -> None:
+        await self._call(
+            _W + "exchangeSessionDescription",
+            meetingId=meeting_id,
+            sessionId=session_id,
+            description=description,
+            targetUserId=target_user_id,
+        )
+
+    async def send_candidate(
+        self,
+        meeting_id: str,
+        session_id: str,
+        candidate: m.IceCandidate | dict[str, Any],
+        target_user_id: str,
+    ) -> None:
+        await self._call(
+            _W + "exchangeICECandidate",
+            meetingId=meeting_id,
+            sessionId=session_id,
+            candidate=candidate,
+            targetUserId=target_user_id,
+        )
+
+    async def pending_signals(
+        self, meeting_id: str, session_id: str | None = None, last_signal_id: str | None = None
+    ) -> list[m.Signal]:
+        return await self._call(
+            _W + "getPendingSignals",
+            meetingId=meeting_id,
+            sessionId=session_id,
+            lastSignalId=last_signal_id,
+        )
+
+    async def mark_processed(self, signal_ids: list[str]) -> None:
+        await self._call(_W + "markSignalsProcessed", signalIds=signal_ids)
+
+    async def active_sessions(self, meeting_id: str) -> list[m.ActiveSession]:
+        return await self._call(_W + "getActiveSessions", meetingId=meeting_id)
+
+    async def update_session_state(
+        self,
+        meeting_id: str,
+        session_id: str,
+        state: m.SessionState,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        await self._call(
+            _W + "updateSessionState",
+            meetingId=meeting_id,
+            sessionId=session_id,
+            state=state,
+            metadata=metadata,
+        )
+
+    async def close_session(self, meeting_id: str, session_id: str) -> None:
+        await self._call(_W + "closeSession", meetingId=meeting_id, sessionId=session_id)
+
+    async def report_failure(
+        self,
+        meeting_id: str,
+        session_id: str,
+        error_type: m.FailureType,
+        details: str | None = None,
+    ) -> m.ConnectionFailureResult:
+        return await self._call(
+            _W + "handleConnectionFailure",
+            meetingId=meeting_id,
+            sessionId=session_id,
+            errorType=error_type,
+            errorDetails=details,
+        )
+
+    async def report_quality(
+        self, meeting_id: str, session_id: str, stats: m.QualityStats | dict[str, float]
+    ) -> m.QualityResult:
+        return await self._call(
+            _W + "monitorConnectionQuality", meetingId=meeting_id, sessionId=session_id, stats=stats
+        )
+
+    async def access_token(self, meeting_id: str, session_id: str | None = None) -> m.AccessToken:
+        return await self._call(
+            _W + "generateParticipantAccessToken", meetingId=meeting_id, sessionId=session_id
+        )
+
+    # --- meeting lifecycle -----------------------------------------------------------------
+
+    async def create_meeting(self, title: str, **options: Any) -> m.CreateMeetingResult:
+        return await self._call(_L + "createMeeting", title=title, **options)
+
+    async def add_participant(
+        self, meeting_id: str, user_id: str, role: m.Role = "participant"
+    ) -> m.AddParticipantResult:
+        return await self._call(
+            _L + "addParticipant", meetingId=meeting_id, userId=user_id, role=role
+        )
+
+    async def start_meeting(self, meeting_id: str) -> m.StartMeetingResult:
+        return await self._call(_L + "startMeeting", meetingId=meeting_id)
+
+    async def end_meeting(self, meeting_id: str) -> m.EndMeetingResult:
+        return await self._call(_L + "endMeeting", meetingId=meeting_id)
+
+    async def join_meeting(self, meeting_id: str) -> m.JoinMeetingResult:
+        return await self._call(_L + "joinMeeting", meetingId=meeting_id)
+
+    async def leave_meeting(self, meeting_id: str) -> m.Success:
+        return await self._call(_L + "leaveMeeting", meetingId=meeting_id)
+
+    async def connection_info(self, meeting_id: str) -> m.MeetingConnectionInfo:
+        return await self._call(_L + "getMeetingConnectionInfo", meetingId=meeting_id)
+
+    async def get_meeting(self, meeting_id: str) -> m.Meeting | None:
+        return await self._call("meetings/queries/getMeeting", meetingId=meeting_id)
+
+    async def meeting_participants(self, meeting_id: str) -> list[m.MeetingParticipant]:
+        return await self._call("meetings/queries/listMeetingParticipants", meetingId=meeting_id)
+
+    async def current_user(self) -> m.User | None:
+        return await self._call("users/queries/getCurrentUser")
+
+    # --- transcripts ------------------------------------------------------------------------
+
+    async def ingest_transcript(
+        self,
+        meeting_id: str,
+        text: str,
+        confidence: float,
+        start_time: float,
+        end_time: float,
+        speaker_id: str | None = None,
+        language: str | None = None,
+        is_interim: bool | None = None,
+    ) -> m.IngestResult:
+        return await self._call(
+            _T + "ingestTranscriptChunk",
+            meetingId=meeting_id,
+            text=text,
+            confidence=confidence,
+            startTime=start_time,
+            endTime=end_time,
+            speakerId=speaker_id,
+            language=language,
+            isInterim=is_interim,
+        )
+
+    async def transcript_chunks(
+        self, meeting_id: str, from_sequence: int | None = None, limit: int | None = None
+    ) -> list[m.TranscriptChunk]:
+        return await self._call(
+            _T + "getTranscriptChunks",
+            meetingId=meeting_id,
+            fromSequence=from_sequence,
+            limit=limit,
+        )
+
+    # --- the dev backend only ----------------------------------------------------------------
+
+    async def configure_dev_room(self, meeting_id: str, **overrides: Any) -> Any:
+        """Choose a meeting's room flags on the dev backend (`dev/configureRoom`; not in Connvo)."""
+        return await self.client.run("dev/configureRoom", {"meetingId": meeting_id, **overrides})
