@@ -1,0 +1,36 @@
+"""Why a join was refused or an action is not allowed. Texts are written for the person at the
+command line: they name the meeting, the flag or the limit, never a token."""
+
+from __future__ import annotations
+
+from signaling.errors import ConnvoError
+
+
+class AgentError(ConnvoError):
+    """Base of the agent's own refusals."""
+
+
+class FeatureDisabled(AgentError):
+    def __init__(self, flag: str, action: str) -> None:
+        self.flag = flag
+        super().__init__(
+            f"{action} needs the room's `{flag}` feature, which is off for this meeting"
+        )
+
+
+class MeetingFull(AgentError):
+    def __init__(self, meeting_id: str, present: int, limit: int) -> None:
+        self.present, self.limit = present, limit
+        super().__init__(
+            f"meeting {meeting_id} is full: {present} participants present, "
+            f"features.maxParticipants is {limit}"
+        )
+
+
+class UnsupportedProvider(AgentError):
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        super().__init__(
+            f"the room uses the {provider!r} provider (an SFU); connvo-agent joins only "
+            "'webrtc' mesh rooms so far"
+        )

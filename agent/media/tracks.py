@@ -1,0 +1,71 @@
+"""What a participant receives: each remote track drained by one task, so frames never pile up
+in aiortc's queues, counted, and handed to whoever iterates over it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+_QUEUE = 64
+
+
+class RemoteTrack:
+    """A remote participant's audio, camera or screen track.
+
+    `async for frame in track.frames()` yields decoded av frames from the moment you start;
+    a reader that falls behind loses the oldest frames, never blocks the connection.
+    """
+
+    def __init__(self, user_id: str, kind: str, label: str, track: MediaStreamTrack) -> None:
+        self.user_id = user_id
+        self.kind = kind
+        self.label = label  # "audio", "camera" or "screen"
+        self.frames_received = 0
+        self._track = track
+        self._readers: set[asyncio.Queue[av.AudioFrame | av.VideoFrame | None]] = set()
+        self._task = asyncio.create_task(self._drain(), name=f"drain {user_id} {label}")
+
+    def __repr__(self) -> str:
+        return f"RemoteTrack({self.user_id!r}, {self.label!r}, frames={self.frames_received})"
+
+    async def frames(self) -> AsyncIterator[av.AudioFrame | av.VideoFrame]:
+        queue: asyncio.Queue[av.AudioFrame | av.VideoFrame | None] = asyncio.Queue(_QUEUE)
+        self._readers.add(queue)
+        try:
+            while (frame := await queue.get()) is not None:
+                yield frame
+        finally:
+            self._readers.discard(queue)
+
+    @property
+    def ended(self) -> bool:
+        return self._task.done()
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                frame = await self._track.recv()
+                self.frames_received += 1
+                for queue in self._readers:
+                    _offer(queue, frame)
+        except MediaStreamError:
+            pass
+        finally:
+            for queue in self._readers:
+                _offer(queue, None)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+def _offer(queue: asyncio.Queue, item: object) -> None:
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
