@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class DemoReport:
 class _Bot:
     name: str
     room: Room
+    say: Callable[..., None]
     peers: set[str] = field(default_factory=set)
     chat_from: set[str] = field(default_factory=set)
     tracks: list[RemoteTrack] = field(default_factory=list)
@@ -51,7 +53,7 @@ class _Bot:
         async for event in self.room.events():
             if isinstance(event, ParticipantJoined):
                 self.peers.add(event.user_id)
-                print(f"  {self.name}: connected to {event.user_id}", flush=True)
+                self.say(f"  {self.name}: connected to {event.user_id}", flush=True)
             elif isinstance(event, ChatMessage):
                 self.chat_from.add(event.sender)
             elif isinstance(event, TrackReceived):
@@ -87,7 +89,7 @@ async def run_demo(
 async def _meeting(
     server: DevServer, n: int, duration: float, settings: RoomSettings, quiet: bool
 ) -> DemoReport:
-    say = (lambda *a: None) if quiet else print
+    say = _silent if quiet else print
     names = [f"bot{i + 1}" for i in range(n)]
     tokens = {name: server.token(name) for name in names}
     meeting_id = await setup_meeting(server.url, [tokens[name] for name in names])
@@ -103,6 +105,7 @@ async def _meeting(
                 ice=IceOptions.loopback(),
                 settings=settings,
             ),
+            say,
         )
         for name in names
     ]
@@ -132,6 +135,8 @@ async def setup_meeting(url: str, tokens: list[str], title: str = "connvo-agent 
     """The first token's user hosts; everyone else is added as a participant; then it starts."""
     host = ConnvoAPI(url, tokens[0])
     meeting = await host.create_meeting(title, maxParticipants=len(tokens))
+    if len(tokens) > 4:  # the real backend caps mesh rooms at 4; the dev backend can go on
+        await host.configure_dev_room(meeting.meetingId, maxParticipants=len(tokens))
     for token in tokens[1:]:
         user = await ConnvoAPI(url, token).current_user()
         assert user is not None
@@ -140,7 +145,23 @@ async def setup_meeting(url: str, tokens: list[str], title: str = "connvo-agent 
     return meeting.meetingId
 
 
+def _silent(*args: object, **kwargs: object) -> None:
+    pass
+
+
 async def _until(condition, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+
+
+def print_report(report: DemoReport) -> None:
+    print(f"\nmeeting {report.meetingId}: {'OK' if report.ok else 'NOT OK'}")
+    header = ("participant", "peers", "chat in", "audio fr", "video fr", "join ms")
+    print("{:32} {:>5} {:>7} {:>9} {:>9} {:>8}".format(*header))
+    for p in report.participants:
+        join = "-" if p.join_ms is None else f"{p.join_ms:.0f}"
+        print(
+            f"{p.userId:32} {p.peers_connected:>5} {p.chat_received:>7} "
+            f"{p.audio_frames_received:>9} {p.video_frames_received:>9} {join:>8}"
+        )

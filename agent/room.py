@@ -28,7 +28,7 @@ from agent.media.sources import Outgoing
 from agent.peer import Mesh, Peer, new_chat
 from agent.pump import PollSettings, SignalPump
 from signaling.api import ConnvoAPI
-from signaling.errors import ConnvoError
+from signaling.errors import ConnvoError, InvalidArgs, MeetingNotActive
 from signaling.models import (
     ActiveSession,
     IceCandidate,
@@ -173,7 +173,7 @@ class Room:
             record=req.record,
             transcribe=req.transcribe,
         )
-        await api.join_meeting(meeting)
+        await self._join_meeting()
         me = await api.current_user()
         assert me is not None, "an authenticated caller always has a user document"
         self.user_id = me.id
@@ -203,6 +203,19 @@ class Room:
         await self._discover(sessions)
         self._spawn(self._every(self.settings.discovery_interval, self._rediscover))
         self._spawn(self._every(self.settings.quality_interval, self._report_quality))
+
+    async def _join_meeting(self) -> None:
+        """The real joinMeeting refuses an inactive meeting as VALIDATION_ERROR; say it plainly."""
+        try:
+            await self.api.join_meeting(self.meeting_id)
+        except InvalidArgs as e:
+            meeting = await self.api.get_meeting(self.meeting_id)
+            if meeting is not None and meeting.state != "active":
+                raise MeetingNotActive(
+                    "meetings/lifecycle/joinMeeting",
+                    f"meeting {self.meeting_id} is {meeting.state}, not active",
+                ) from e
+            raise
 
     def _check_room(self, sessions: list[ActiveSession], limit: int) -> None:
         mine = [s for s in sessions if s.sessionId == self.session_id]

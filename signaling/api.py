@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from signaling import models as m
-from signaling.client import ConvexClient, RetryPolicy
+from signaling.client import DEFAULT_RETRY, ConvexClient, RetryPolicy
 
 _W = "meetings/webrtc/index/"
 _L = "meetings/lifecycle/"
@@ -23,7 +23,7 @@ class ConnvoAPI:
         token: str | None,
         *,
         http: httpx.AsyncClient | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.client = ConvexClient(url, token, http=http, retry=retry)
 

@@ -61,6 +61,7 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
+DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(attempts=1)
 
 
@@ -82,7 +83,7 @@ class ConvexClient:
         token: str | None,
         *,
         http: httpx.AsyncClient | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.url = url.rstrip("/")
         self._token = token

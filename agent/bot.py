@@ -1,0 +1,117 @@
+"""`connvo-agent join`: one bot in one meeting, printing events as they happen."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+
+from agent.events import (
+    ChatMessage,
+    ConnectionStateChanged,
+    Event,
+    ParticipantJoined,
+    ParticipantLeft,
+    TrackReceived,
+)
+from agent.ice import IceOptions, IcePolicy
+from agent.media.sources import Outgoing
+from agent.media.tracks import RemoteTrack
+from agent.pump import PollSettings
+from agent.room import JoinRequest, Room, RoomSettings
+
+
+@dataclass(frozen=True)
+class BotOptions:
+    url: str
+    token: str
+    meeting_id: str
+    send: frozenset[str] = frozenset()
+    play: str | None = None
+    chat: str | None = None
+    echo: bool = False
+    duration: float | None = None
+    ice_addresses: tuple[str, ...] | None = None
+    ice_policy: IcePolicy = "all"
+    poll_fast: float = 0.1
+    poll_idle: float = 1.0
+    json: bool = False
+
+    def outgoing(self) -> Outgoing:
+        if self.play:
+            return Outgoing.file(self.play)
+        unknown = self.send - {"audio", "video", "screen"}
+        if unknown:
+            raise ValueError(f"--send takes audio, video, screen; not {', '.join(sorted(unknown))}")
+        return Outgoing.synthetic("audio" in self.send, "video" in self.send, "screen" in self.send)
+
+
+async def run_bot(options: BotOptions) -> int:
+    try:
+        outgoing = options.outgoing()
+    except ValueError as e:
+        raise SystemExit(f"connvo-agent join: {e}") from None
+    room = Room(
+        options.url,
+        options.token,
+        options.meeting_id,
+        request=JoinRequest(outgoing=outgoing, screen_share=outgoing.screen is not None),
+        ice=IceOptions(addresses=options.ice_addresses, policy=options.ice_policy),
+        settings=RoomSettings(poll=PollSettings(options.poll_fast, options.poll_idle)),
+    )
+    events = room.events()
+    tracks: list[RemoteTrack] = []
+    chat = {"sent": 0, "received": 0}
+    started = time.monotonic()
+    async with room:
+        _say(f"joined meeting {options.meeting_id} as {room.user_id} (session {room.session_id})")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(options.duration):
+                async for event in events:
+                    _say(_describe(event))
+                    if isinstance(event, TrackReceived):
+                        tracks.append(event.track)
+                    elif isinstance(event, ParticipantJoined) and options.chat:
+                        await room.send_chat(options.chat)
+                        chat["sent"] += 1
+                    elif isinstance(event, ChatMessage):
+                        chat["received"] += 1
+                        if options.echo:
+                            await room.send_chat(f"echo: {event.text}")
+                            chat["sent"] += 1
+        summary = {
+            "ok": True,
+            "meetingId": options.meeting_id,
+            "userId": room.user_id,
+            "peers": sorted(room.peers),
+            "chat_sent": chat["sent"],
+            "chat_received": chat["received"],
+            "audio_frames_received": sum(t.frames_received for t in tracks if t.kind == "audio"),
+            "video_frames_received": sum(t.frames_received for t in tracks if t.kind == "video"),
+            "join_ms": None if room.join_ms is None else round(room.join_ms, 1),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    if options.json:
+        print(json.dumps(summary), flush=True)
+    return 0
+
+
+def _describe(event: Event) -> str:
+    match event:
+        case ParticipantJoined(user_id=user):
+            return f"participant joined: {user}"
+        case ParticipantLeft(user_id=user, reason=reason):
+            return f"participant left: {user} ({reason})"
+        case ConnectionStateChanged(user_id=user, state=state):
+            return f"connection to {user}: {state}"
+        case ChatMessage(sender=sender, text=text):
+            return f"chat from {sender}: {text}"
+        case TrackReceived(user_id=user, track=track):
+            return f"receiving {track.label} from {user}"
+    return repr(event)
+
+
+def _say(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)

@@ -1,0 +1,231 @@
+"""`connvo-agent ...`: one small function per subcommand.
+
+A subcommand is a function that adds its parser to the subparsers and sets `run` to the
+function that carries it out; list it in COMMANDS. Heavy imports stay inside the `run`
+functions, so `connvo-agent token` does not pay for what `connvo-agent join` needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+Subparsers = Any  # argparse's _SubParsersAction, which is private
+
+
+def _serve_command(sub: Subparsers) -> None:
+    p = sub.add_parser("serve", help="run the dev backend (a Connvo-compatible server)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8787, help="0 picks a free port")
+    p.add_argument("--data", type=Path, help="state directory (default: a fresh temp dir)")
+    p.add_argument(
+        "--stun-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an ICE STUN server for rooms (repeatable; default: none)",
+    )
+    p.add_argument("--turn-url", metavar="URL")
+    p.add_argument("--turn-username", metavar="U")
+    p.add_argument(
+        "--turn-credential",
+        metavar="C",
+        default=os.environ.get("CONNVO_TURN_CREDENTIAL"),
+        help="default: $CONNVO_TURN_CREDENTIAL",
+    )
+    p.add_argument(
+        "--transcript-rate",
+        type=int,
+        metavar="N",
+        help="transcript chunks per user per minute (default: 600)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no access log")
+    p.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from signaling.devserver import Settings, serve
+    from signaling.devserver.settings import DEFAULT_TRANSCRIPT_RATE
+
+    data = args.data or Path(tempfile.mkdtemp(prefix="connvo-dev-"))
+    settings = Settings(
+        data_dir=data.resolve(),
+        host=args.host,
+        port=args.port,
+        stun_urls=tuple(args.stun_url),
+        turn_url=args.turn_url,
+        turn_username=args.turn_username,
+        turn_credential=args.turn_credential,
+        transcript_rate=args.transcript_rate or DEFAULT_TRANSCRIPT_RATE,
+        access_log=not args.quiet,
+    )
+    try:
+        serve(settings)
+    except OSError as e:  # the port is taken, the data dir is not writable, ...
+        print(f"connvo-agent serve: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _token_command(sub: Subparsers) -> None:
+    p = sub.add_parser("token", help="print a bearer token for a dev backend user")
+    p.add_argument("--data", type=Path, required=True, help="the dev backend's state directory")
+    p.add_argument("--user", required=True, help="user name (provisioned if new)")
+    p.add_argument(
+        "--admin",
+        action="store_true",
+        help="org admin: the paid plan, which picks getstream for large rooms",
+    )
+    p.set_defaults(run=_token)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from signaling.devserver import mint_token
+
+    print(mint_token(args.data, args.user, admin=args.admin))
+    return 0
+
+
+def _join_command(sub: Subparsers) -> None:
+    p = sub.add_parser("join", help="join a meeting as one bot and print what happens")
+    p.add_argument("--url", required=True, help="the Connvo deployment (or dev backend) URL")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("CONNVO_TOKEN"),
+        help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)",
+    )
+    p.add_argument("--meeting", required=True, metavar="ID")
+    media = p.add_mutually_exclusive_group()
+    media.add_argument(
+        "--send", default="", metavar="KINDS", help="synthetic media: audio,video,screen"
+    )
+    media.add_argument("--play", metavar="FILE", help="send any file av can read, looped")
+    p.add_argument("--chat", metavar="TEXT", help="say this once connected")
+    p.add_argument("--echo", action="store_true", help="answer every chat message with its echo")
+    p.add_argument("--duration", type=float, metavar="S", help="leave after S seconds")
+    _ice_options(p)
+    p.add_argument("--json", action="store_true", help="end with one JSON summary line")
+    p.set_defaults(run=_join)
+
+
+def _ice_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ice-address",
+        action="append",
+        metavar="ADDR",
+        help="gather ICE candidates only from this local address (repeatable), e.g. 127.0.0.1",
+    )
+    p.add_argument("--ice-policy", choices=["all", "relay"], default="all")
+    p.add_argument(
+        "--poll-fast",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="signal poll interval while negotiating (default 0.1)",
+    )
+    p.add_argument(
+        "--poll-idle",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="longest signal poll interval when stable (default 1.0)",
+    )
+
+
+def _join(args: argparse.Namespace) -> int:
+    from agent.bot import BotOptions, run_bot
+
+    if not args.token:
+        raise SystemExit("connvo-agent join: a token is needed (--token or $CONNVO_TOKEN)")
+    options = BotOptions(
+        url=args.url,
+        token=args.token,
+        meeting_id=args.meeting,
+        send=frozenset(k for k in args.send.split(",") if k),
+        play=args.play,
+        chat=args.chat,
+        echo=args.echo,
+        duration=args.duration,
+        ice_addresses=tuple(args.ice_address) if args.ice_address else None,
+        ice_policy=args.ice_policy,
+        poll_fast=args.poll_fast,
+        poll_idle=args.poll_idle,
+        json=args.json,
+    )
+    return _run_async(run_bot(options))
+
+
+def _demo_command(sub: Subparsers) -> None:
+    p = sub.add_parser("demo", help="a meeting of bots on an embedded dev backend")
+    p.add_argument("--participants", type=int, default=3, metavar="N")
+    p.add_argument("--duration", type=float, default=5.0, metavar="S")
+    p.add_argument("--json", action="store_true", help="end with one JSON summary line")
+    p.set_defaults(run=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.demo import print_report, run_demo
+
+    report = _run_async(run_demo(args.participants, args.duration, quiet=args.json))
+    if args.json:
+        print(json.dumps(report.as_json()), flush=True)
+    else:
+        print_report(report)
+    return 0 if report.ok else 1
+
+
+def _run_async(coro: Any) -> Any:
+    """asyncio.run with SIGTERM treated like Ctrl-C: the task is cancelled and leaves cleanly.
+    Errors from Connvo become one line on stderr and exit code 2, never a traceback."""
+    import asyncio
+    import signal
+    import sys
+
+    from signaling.errors import ConnvoError
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except ConnvoError as e:
+        print(f"connvo-agent: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except asyncio.CancelledError:
+        raise SystemExit(143) from None
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    _serve_command,
+    _token_command,
+    _join_command,
+    _demo_command,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connvo-agent", description="A headless WebRTC participant for Connvo meetings."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,170 @@
+"""The HTTP layer: Convex's `POST /api/run/{path}` with `{"args": {...}}`.
+
+Answers are `{"status": "success", "value"}` (HTTP 200) or `{"status": "error", "errorMessage",
+"errorData"}` (HTTP 400) for application errors, bad requests and bad args alike. A fault of the
+dev backend itself, including an answer that does not match the catalogue's result shape, is an
+HTTP 500 with `errorMessage` and no `errorData`, as Convex answers uncaught errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from signaling.devserver import convex_error as err
+from signaling.devserver.auth import InvalidToken, load_secret, verify
+from signaling.devserver.convex_error import ConvexError
+from signaling.devserver.guards import Ctx
+from signaling.devserver.handlers import ENDPOINTS, Endpoint
+from signaling.devserver.settings import Settings
+from signaling.devserver.store import Store, is_id
+
+log = logging.getLogger("connvo.devserver")
+
+ID_FIELDS = {
+    "meetingId": "meetings",
+    "userId": "users",
+    "targetUserId": "users",
+    "organizerId": "users",
+    "lastSignalId": "webrtcSignals",
+    "signalIds": "webrtcSignals",
+}
+"""Args that Convex declares as v.id(table): a value of another shape fails validation."""
+
+
+class BadAnswer(Exception):
+    """The dev backend produced a value outside its function's result shape."""
+
+
+def create_app(settings: Settings) -> Starlette:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    backend = _Backend(settings, Store(settings.database), load_secret(settings.data_dir))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        backend.store.close()
+
+    routes = [
+        Route("/api/run/{path:path}", backend.run, methods=["POST"]),
+        Route("/version", backend.version, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+class _Backend:
+    def __init__(self, settings: Settings, store: Store, secret: bytes) -> None:
+        self.settings = settings
+        self.store = store
+        self._secret = secret
+
+    async def version(self, request: Request) -> JSONResponse:
+        return JSONResponse({"name": "connvo-dev-backend"})
+
+    async def run(self, request: Request) -> JSONResponse:
+        path = request.path_params["path"]
+        try:
+            endpoint = ENDPOINTS.get(path)
+            if endpoint is None:
+                raise ConvexError(
+                    "NOT_FOUND", f"Could not find public function for '{path}'", 404, {"path": path}
+                )
+            raw_args = _args_of(await request.body())
+            subject = self._subject(request.headers.get("authorization"))
+            args = _validate_args(endpoint, raw_args)
+            value = await run_in_threadpool(self._execute, endpoint, args, subject)
+        except ConvexError as e:
+            return _error(400, e.message, e.data)
+        except BadAnswer as e:
+            log.error("%s", e)
+            return _error(500, f"Server Error: {e}")
+        except Exception as e:
+            log.exception("%s failed", path)
+            return _error(500, f"Server Error: {type(e).__name__} in {path}")
+        return JSONResponse({"status": "success", "value": value})
+
+    def _subject(self, header: str | None) -> str | None:
+        """The verified token's subject; None without an Authorization header."""
+        if header is None:
+            return None
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise err.unauthorized("Invalid authentication token: not a bearer token")
+        try:
+            return verify(token.strip(), self._secret)
+        except InvalidToken as e:
+            raise err.unauthorized(f"Invalid authentication token: {e}") from None
+
+    def _execute(self, endpoint: Endpoint, args: BaseModel, subject: str | None) -> Any:
+        """Runs one function as one transaction; a bad answer rolls it back."""
+        with self.store.transaction() as tx:
+            value = endpoint.handler(Ctx(tx, self.settings, subject), args)
+            try:
+                checked = endpoint.result.validate_python(value)
+            except ValidationError as e:
+                raise BadAnswer(
+                    f"dev backend answer of {endpoint.path} does not match its result shape: {e}"
+                ) from None
+            return endpoint.result.dump_python(
+                checked, mode="json", by_alias=True, exclude_none=True
+            )
+
+
+def _error(status: int, message: str, data: dict[str, Any] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"status": "error", "errorMessage": message}
+    if data is not None:
+        body["errorData"] = data
+    return JSONResponse(body, status_code=status)
+
+
+def _args_of(body: bytes) -> Any:
+    try:
+        request = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise err.validation("Request body is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise err.validation('Request body must be an object {"args": {...}}')
+    if request.get("format", "json") != "json":
+        raise err.validation(f'Unsupported format {request["format"]!r}; use "json"', "format")
+    return request.get("args", {})
+
+
+def _validate_args(endpoint: Endpoint, raw: Any) -> BaseModel:
+    if not isinstance(raw, dict):
+        raise err.validation("ArgumentValidationError: args must be an object", "args")
+    try:
+        args = endpoint.args.model_validate(raw, strict=True)
+    except ValidationError as e:
+        raise _argument_error(e) from None
+    for name, table in ID_FIELDS.items():
+        value = getattr(args, name, None)
+        values = value if isinstance(value, list) else [value]
+        if value is not None and not all(is_id(table, v) for v in values):
+            raise err.validation(
+                f'ArgumentValidationError: Value does not match validator v.id("{table}")'
+                f" at .{name}",
+                name,
+            )
+    return args
+
+
+def _argument_error(error: ValidationError) -> ConvexError:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "missing":
+        text = f"Object is missing the required field `{field}`"
+    elif first["type"] == "extra_forbidden":
+        text = f"Object contains extra field `{field}` that is not in the validator"
+    else:
+        text = f"Value does not match validator at .{field}: {first['msg']}"
+    return err.validation(f"ArgumentValidationError: {text}", field)

@@ -1,0 +1,28 @@
+"""What a dev backend is started with. Defaults keep every byte on this machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_TRANSCRIPT_RATE = 600
+"""Transcript chunks per user per minute. The real backend allows 100; tests and demos with
+fast synthetic speech need more headroom, and the limit itself is tested with a small one."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8787
+    stun_urls: tuple[str, ...] = ()
+    """Empty by default: the real deployment's public STUN servers would send traffic away."""
+    turn_url: str | None = None
+    turn_username: str | None = None
+    turn_credential: str | None = field(default=None, repr=False)
+    transcript_rate: int = DEFAULT_TRANSCRIPT_RATE
+    access_log: bool = True
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "connvo.sqlite3"

@@ -1,0 +1,120 @@
+"""Shared fixtures: one dev backend per test session, and meetings set up through the API.
+
+    def test_x(backend):
+        token, user_id = backend.user("alice")
+
+    async def test_y(backend):
+        meeting = await backend.meeting(3, chat=False)   # host + 2, started, chat off
+        room = await meeting.host.api.initialize_room(meeting.id)
+
+Every `meeting()` gets fresh users, so tests sharing the session's backend never read each
+other's signals.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from signaling.api import ConnvoAPI
+from signaling.client import RetryPolicy
+from signaling.devserver import DevServer
+from signaling.models import Role
+
+
+@dataclass
+class Member:
+    name: str
+    token: str = field(repr=False)
+    user_id: str
+    api: ConnvoAPI
+
+
+@dataclass
+class Meeting:
+    """A meeting and its members; members[0] is the host."""
+
+    id: str
+    members: list[Member]
+
+    @property
+    def host(self) -> Member:
+        return self.members[0]
+
+    @property
+    def guests(self) -> list[Member]:
+        return self.members[1:]
+
+    def __getitem__(self, index: int) -> Member:
+        return self.members[index]
+
+
+class Backend:
+    """A running dev backend and helpers to populate it."""
+
+    def __init__(self, server: DevServer) -> None:
+        self.server = server
+        self._serial = itertools.count(1)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def user(self, name: str, *, admin: bool = False) -> tuple[str, str]:
+        """(token, userId) of `name`, provisioned on first use."""
+        token = self.server.token(name, admin=admin)
+        return token, self.server.user_id(name)
+
+    def unique(self, prefix: str = "user") -> str:
+        return f"{prefix}{next(self._serial)}"
+
+    def api(self, token: str | None, *, retry: RetryPolicy | None = None) -> ConnvoAPI:
+        return ConnvoAPI(self.url, token, **({"retry": retry} if retry else {}))
+
+    def member(self, name: str | None = None, *, admin: bool = False) -> Member:
+        name = name or self.unique()
+        token, user_id = self.user(name, admin=admin)
+        return Member(name, token, user_id, self.api(token))
+
+    async def meeting(
+        self,
+        n_users: int = 2,
+        *,
+        roles: Sequence[Role] = (),
+        admin_host: bool = False,
+        start: bool = True,
+        title: str = "test meeting",
+        **room_overrides: Any,
+    ) -> Meeting:
+        """A meeting of `n_users` fresh users: the first hosts, the others join with `roles`
+        (default participant); started unless `start=False`; `room_overrides` go to
+        dev/configureRoom (chat, recording, transcription, screenSharing, maxParticipants,
+        provider)."""
+        tag = self.unique("m")
+        members = [self.member(f"{tag}-host", admin=admin_host)]
+        members += [self.member(f"{tag}-guest{i}") for i in range(1, n_users)]
+        host = members[0].api
+        created = await host.create_meeting(title)
+        for i, guest in enumerate(members[1:]):
+            role = roles[i] if i < len(roles) else "participant"
+            await host.add_participant(created.meetingId, guest.user_id, role)
+        if room_overrides:
+            await host.configure_dev_room(created.meetingId, **room_overrides)
+        if start:
+            await host.start_meeting(created.meetingId)
+        return Meeting(created.meetingId, members)
+
+
+@pytest.fixture(scope="session")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    with DevServer(tmp_path_factory.mktemp("devserver")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def backend(dev_server: DevServer) -> Backend:
+    return Backend(dev_server)

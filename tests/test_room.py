@@ -1,0 +1,203 @@
+"""The agent as a real WebRTC peer: real dev backend over HTTP, real aiortc peers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from agent.demo import _meeting
+from agent.errors import FeatureDisabled, MeetingFull, UnsupportedProvider
+from agent.events import ChatMessage, ParticipantJoined, ParticipantLeft, TrackReceived
+from agent.ice import IceOptions
+from agent.media.sources import Outgoing
+from agent.pump import PollSettings
+from agent.room import JoinRequest, Room, RoomSettings
+from signaling.errors import MeetingNotActive, Unauthorized
+
+FAST = RoomSettings(poll=PollSettings(fast=0.05, idle=0.2), discovery_interval=0.5)
+
+
+def room(meeting, index: int, settings: RoomSettings = FAST, **request) -> Room:
+    member = meeting[index]
+    return Room(
+        member.api.url,
+        member.token,
+        meeting.id,
+        request=JoinRequest(**request),
+        ice=IceOptions.loopback(),
+        settings=settings,
+        api=member.api,
+    )
+
+
+async def until(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+def connected_to(r: Room, others: list[Room]) -> bool:
+    return {o.user_id for o in others} <= {p.user_id for p in r.connected_peers()}
+
+
+async def test_four_participant_mesh_exchanges_chat_and_both_media(backend):
+    report = await _meeting(backend.server, 4, 2.0, FAST, quiet=True)
+    assert report.ok, report
+    assert len(report.participants) == 4
+    for p in report.participants:
+        assert p.peers_connected == 3
+        assert p.chat_received == 3
+        assert p.audio_frames_received > 50 and p.video_frames_received > 10
+        assert p.join_ms is not None and p.join_ms > 0
+
+
+async def test_chat_off_opens_no_data_channel_and_refuses_sending(backend):
+    meeting = await backend.meeting(2, chat=False)
+    async with room(meeting, 0) as a, room(meeting, 1) as b:
+        await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
+        for r in (a, b):
+            peer = r.connected_peers()[0]
+            assert peer.channel is None and peer.pc.sctp is None
+        with pytest.raises(FeatureDisabled, match="chat"):
+            await a.send_chat("hello")
+
+
+async def test_chat_asked_for_in_a_room_without_chat_is_refused_by_name(backend):
+    meeting = await backend.meeting(2, chat=False)
+    with pytest.raises(FeatureDisabled, match="`chat`"):
+        await room(meeting, 0, chat=True).join()
+    assert await meeting.host.api.active_sessions(meeting.id) == []
+
+
+async def test_chat_on_delivers_messages_with_sender(backend):
+    meeting = await backend.meeting(2, chat=True)
+    a, b = room(meeting, 0), room(meeting, 1)
+    inbox = b.events()
+    async with a, b:
+        await until(lambda: connected_to(a, [b]))
+        sent = await a.send_chat("hi there")
+        async with asyncio.timeout(10):
+            async for event in inbox:
+                if isinstance(event, ChatMessage):
+                    break
+    assert (event.text, event.sender, event.id) == ("hi there", a.user_id, sent.id)
+
+
+@pytest.mark.parametrize(
+    "flag, request_", [("recording", "record"), ("transcription", "transcribe")]
+)
+async def test_recording_and_transcription_need_their_flag(backend, flag, request_):
+    off = await backend.meeting(2, **{flag: False})
+    with pytest.raises(FeatureDisabled, match=f"`{flag}`"):
+        await room(off, 1, **{request_: True, "receive": frozenset()}).join()
+
+    on = await backend.meeting(2, **{flag: True})
+    speaker = room(on, 0, outgoing=Outgoing.synthetic(audio=True, video=True))
+    worker = room(on, 1, **{request_: True, "receive": frozenset()})
+    async with speaker, worker:
+        await until(
+            lambda: any(
+                t.frames_received > 5
+                for p in worker.peers.values()
+                for t in p.tracks
+                if t.kind == "audio"
+            )
+        )
+        kinds = {t.kind for p in worker.peers.values() for t in p.tracks}
+    assert kinds == ({"audio", "video"} if flag == "recording" else {"audio"})
+
+
+async def test_screen_share_needs_its_flag_and_arrives_labelled(backend):
+    off = await backend.meeting(2, screenSharing=False)
+    with pytest.raises(FeatureDisabled, match="`screenSharing`"):
+        await room(off, 0, outgoing=Outgoing.synthetic(screen=True), screen_share=True).join()
+
+    on = await backend.meeting(2, screenSharing=True)
+    sharer = room(on, 0, outgoing=Outgoing.synthetic(screen=True), screen_share=True)
+    viewer = room(on, 1)
+    async with sharer, viewer:
+        # Frames on the screen m-line do not flow yet (see the open issue); its negotiation does.
+        await until(
+            lambda: any(t.label == "screen" for p in viewer.peers.values() for t in p.tracks)
+        )
+        labels = sorted(t.label for p in viewer.peers.values() for t in p.tracks)
+    assert labels == ["audio", "camera", "screen"]
+
+
+async def test_full_meeting_is_refused_and_leaves_no_session(backend):
+    meeting = await backend.meeting(3, maxParticipants=2)
+    async with room(meeting, 0), room(meeting, 1):
+        with pytest.raises(MeetingFull, match="maxParticipants is 2"):
+            await room(meeting, 2).join()
+        sessions = await meeting.host.api.active_sessions(meeting.id)
+    assert meeting[2].user_id not in {s.userId for s in sessions}
+    assert len(sessions) == 2
+
+
+async def test_stale_session_times_out_without_failing_the_join(backend):
+    meeting = await backend.meeting(3)
+    await meeting[2].api.create_session(meeting.id, "crashed-client-session")
+    settings = RoomSettings(poll=FAST.poll, discovery_interval=0.5, answer_timeout=1.0)
+    async with room(meeting, 0, settings) as a, room(meeting, 1, settings) as b:
+        await until(lambda: connected_to(b, [a]))
+        await until(lambda: meeting[2].user_id not in b.peers)
+        assert "crashed-client-session" in b._stale_sessions
+        await asyncio.sleep(1.2)  # two rediscoveries: the stale session is not offered again
+        assert meeting[2].user_id not in b.peers
+
+
+async def test_participant_leaving_and_rejoining_is_seen_as_such(backend):
+    meeting = await backend.meeting(2)
+    a = room(meeting, 0)
+    events = a.events()
+    async with a:
+        b1 = room(meeting, 1)
+        async with b1:
+            await until(lambda: connected_to(a, [b1]))
+        await until(lambda: b1.user_id not in a.peers)
+        async with room(meeting, 1) as b2:
+            await until(lambda: connected_to(a, [b2]))
+            assert a.peers[b2.user_id].session_id == b2.session_id != b1.session_id
+    seen = []
+    async for event in events:
+        if isinstance(event, ParticipantJoined | ParticipantLeft):
+            seen.append((type(event).__name__, event.session_id))
+    assert seen[:3] == [
+        ("ParticipantJoined", b1.session_id),
+        ("ParticipantLeft", b1.session_id),
+        ("ParticipantJoined", b2.session_id),
+    ]
+
+
+async def test_tracks_are_async_iterators_of_frames(backend):
+    meeting = await backend.meeting(2)
+    sender = room(meeting, 0, outgoing=Outgoing.synthetic())
+    receiver = room(meeting, 1)
+    events = receiver.events()
+    async with sender, receiver:
+        async with asyncio.timeout(15):
+            async for event in events:
+                if isinstance(event, TrackReceived) and event.track.kind == "video":
+                    break
+            frames = []
+            async for frame in event.track.frames():
+                frames.append(frame)
+                if len(frames) == 3:
+                    break
+    assert [(f.width, f.height) for f in frames] == [(320, 240)] * 3
+
+
+async def test_bad_token_inactive_meeting_and_sfu_rooms_fail_clearly(backend):
+    meeting = await backend.meeting(2, start=False)
+    with pytest.raises(MeetingNotActive):
+        await room(meeting, 0).join()
+    with pytest.raises(Unauthorized) as bad:
+        await Room(backend.url, "not-a-token", meeting.id).join()
+    assert "not-a-token" not in str(bad.value)
+    sfu = await backend.meeting(2, provider="getstream")
+    with pytest.raises(UnsupportedProvider, match="getstream"):
+        await room(sfu, 0).join()
