@@ -117,6 +117,8 @@ async def _meeting(
             await bot.room.send_chat(f"hello from {bot.name}")
         say(f"all joined; exchanging media for {duration:.0f} s", flush=True)
         await asyncio.sleep(duration)
+        # A loaded machine may still have messages in flight; give them a moment, not forever.
+        await _until(lambda: all(len(b.chat_from) >= n - 1 for b in bots), timeout=10)
         reports = [bot.report(chat_sent=1) for bot in bots]
     finally:
         await asyncio.gather(*(bot.room.leave() for bot in bots), return_exceptions=True)

@@ -125,6 +125,8 @@ class ConvexClient:
             )
         except httpx.ConnectError:
             raise TransportError(path, f"cannot connect to {self.url}", sent=False) from None
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as e:  # no byte of the request went out
+            raise TransportError(path, f"timed out ({type(e).__name__})", sent=False) from None
         except httpx.TimeoutException as e:
             raise TransportError(path, f"timed out ({type(e).__name__})") from None
         except httpx.HTTPError as e:
