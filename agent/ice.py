@@ -18,7 +18,7 @@ from typing import Literal
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 
 from signaling.models import IceServer
 
@@ -56,13 +56,19 @@ class IceOptions:
         return self.addresses is not None and all(_is_loopback(a) for a in self.addresses)
 
     def configuration(self, servers: Sequence[IceServer] | None) -> RTCConfiguration:
-        """Always an explicit list: aiortc falls back to a public STUN server on None."""
+        """Always an explicit list: aiortc falls back to a public STUN server on None.
+        max-bundle: with aiortc's default (balanced) a second video m-line keeps a transport
+        that bundling never connects, and the screen share sends nothing."""
         ice_servers = [
             RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
             for s in [*(servers or []), *self.extra_servers]
         ]
         policy = RTCIceTransportPolicy(self.policy)
-        return RTCConfiguration(iceServers=ice_servers, iceTransportPolicy=policy)
+        return RTCConfiguration(
+            iceServers=ice_servers,
+            iceTransportPolicy=policy,
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        )
 
     def accepts_remote(self, host: str) -> bool:
         """Never resolve mDNS names (multicast); from loopback, try only loopback peers."""
