@@ -39,6 +39,7 @@ class ChatMessage:
 @dataclass(frozen=True)
 class TrackReceived:
     user_id: str
+    session_id: str
     track: RemoteTrack
 
 

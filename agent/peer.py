@@ -228,7 +228,7 @@ class Peer:
             label = self._label(pc, track)
             remote = RemoteTrack(self.user_id, track.kind, label, track)
             self.tracks.append(remote)
-            self.mesh.emit(TrackReceived(self.user_id, remote))
+            self.mesh.emit(TrackReceived(self.user_id, self.session_id, remote))
 
         @pc.on("datachannel")
         def _channel(channel: RTCDataChannel) -> None:
