@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SDP = 64 * 1024
+CLOSE_TIMEOUT = 5.0
 LABELS = ("audio", "camera", "screen")
 
 
@@ -260,7 +261,8 @@ class Peer:
                 if sender.track is not None:
                     sender.track.stop()
             with contextlib.suppress(Exception):
-                await pc.close()
+                async with asyncio.timeout(CLOSE_TIMEOUT):  # a wedged transport must not hang leave
+                    await pc.close()
 
     async def close(self) -> None:
         await self._close_connection()

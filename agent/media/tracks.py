@@ -4,7 +4,6 @@ in aiortc's queues, counted, and handed to whoever iterates over it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import av
@@ -61,8 +60,7 @@ class RemoteTrack:
 
     async def stop(self) -> None:
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await asyncio.wait([self._task])  # unlike suppress(CancelledError), keeps our own cancel
 
 
 def _offer(queue: asyncio.Queue, item: object) -> None:

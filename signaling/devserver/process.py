@@ -13,6 +13,8 @@ exit from the `with` block.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -106,6 +108,7 @@ class DevServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self._env, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=_die_with_parent,
             )
         try:
             self._url = self._await_ready(offset)
@@ -181,6 +184,15 @@ class DevServer:
         with self.log_path.open("rb") as log:
             log.seek(offset)
             return log.read()[-8000:].decode(errors="replace")
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when its parent dies, even by SIGKILL; no orphan servers."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _answers(url: str) -> bool:
