@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.events import (
     ChatMessage,
@@ -35,8 +35,7 @@ class BotOptions:
     duration: float | None = None
     ice_addresses: tuple[str, ...] | None = None
     ice_policy: IcePolicy = "all"
-    poll_fast: float = 0.1
-    poll_idle: float = 1.0
+    poll: PollSettings = field(default_factory=PollSettings)
     json: bool = False
 
     def outgoing(self) -> Outgoing:
@@ -59,7 +58,7 @@ async def run_bot(options: BotOptions) -> int:
         options.meeting_id,
         request=JoinRequest(outgoing=outgoing, screen_share=outgoing.screen is not None),
         ice=IceOptions(addresses=options.ice_addresses, policy=options.ice_policy),
-        settings=RoomSettings(poll=PollSettings(options.poll_fast, options.poll_idle)),
+        settings=RoomSettings(poll=options.poll),
     )
     events = room.events()
     tracks: list[RemoteTrack] = []

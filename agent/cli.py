@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.pump import PollSettings
+
 Subparsers = Any  # argparse's _SubParsersAction, which is private
 
 
@@ -124,16 +126,16 @@ def _ice_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--poll-fast",
         type=float,
-        default=0.1,
+        default=PollSettings.fast,
         metavar="S",
-        help="signal poll interval while negotiating (default 0.1)",
+        help=f"signal poll interval while negotiating (default {PollSettings.fast})",
     )
     p.add_argument(
         "--poll-idle",
         type=float,
-        default=1.0,
+        default=PollSettings.idle,
         metavar="S",
-        help="longest signal poll interval when stable (default 1.0)",
+        help=f"longest signal poll interval when stable (default {PollSettings.idle})",
     )
 
 
@@ -153,8 +155,7 @@ def _join(args: argparse.Namespace) -> int:
         duration=args.duration,
         ice_addresses=tuple(args.ice_address) if args.ice_address else None,
         ice_policy=args.ice_policy,
-        poll_fast=args.poll_fast,
-        poll_idle=args.poll_idle,
+        poll=PollSettings(args.poll_fast, args.poll_idle),
         json=args.json,
     )
     return _run_async(run_bot(options))

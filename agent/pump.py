@@ -25,7 +25,7 @@ PAGE = 50  # the backend returns at most 50 signals per call
 
 @dataclass(frozen=True)
 class PollSettings:
-    fast: float = 0.1
+    fast: float = 0.05
     idle: float = 1.0
 
 
@@ -67,7 +67,8 @@ class SignalPump:
                 delay = min(self._settings.idle, delay * 2)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):  # wait_for (3.11) can swallow a cancel
+                    await self._wake.wait()
 
     async def poll_once(self) -> int:
         """Handle one page of signals; answers how many came back."""

@@ -101,6 +101,7 @@ class Room:
         self._context = contextvars.copy_context()
         self._context.run(ICE_ADDRESSES.set, self.ice.addresses)
         self._joined = False
+        self._leaving = False
 
     def __repr__(self) -> str:
         return f"Room({self.meeting_id!r}, user={self.user_id!r}, peers={len(self.peers)})"
@@ -158,7 +159,11 @@ class Room:
     async def _join(self) -> None:
         self.join_started = time.monotonic()
         api, meeting = self.api, self.meeting_id
-        room = await api.initialize_room(meeting, self.settings.max_participants)
+        room, me = await asyncio.gather(
+            api.initialize_room(meeting, self.settings.max_participants), api.current_user()
+        )
+        assert me is not None, "an authenticated caller always has a user document"
+        self.user_id = me.id
         if room.provider != "webrtc":
             raise UnsupportedProvider(room.provider)
         self.config = room
@@ -174,9 +179,6 @@ class Room:
             transcribe=req.transcribe,
         )
         await self._join_meeting()
-        me = await api.current_user()
-        assert me is not None, "an authenticated caller always has a user document"
-        self.user_id = me.id
         await api.create_session(meeting, self.session_id)
         try:
             sessions = await api.active_sessions(meeting)
@@ -282,7 +284,13 @@ class Room:
         self._nudge()
 
     def _busy(self) -> bool:
-        return any(p.negotiating for p in self.peers.values())
+        """Poll fast while negotiating, and while joining: offers are about to arrive."""
+        joining = (
+            self.first_connected is None
+            and self.join_started is not None
+            and (time.monotonic() - self.join_started < self.settings.answer_timeout)
+        )
+        return joining or any(p.negotiating for p in self.peers.values())
 
     def _nudge(self) -> None:
         if self._pump is not None:
@@ -366,6 +374,7 @@ class Room:
 
     async def leave(self) -> None:
         """Close the peers, then closeSession and leaveMeeting; safe to call twice."""
+        self._leaving = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -389,6 +398,9 @@ class Room:
             queue.put_nowait(event)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._leaving:
+            coro.close()
+            return
         task = asyncio.create_task(self._guard(coro), context=self._context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
