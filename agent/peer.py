@@ -261,8 +261,10 @@ class Peer:
                 if sender.track is not None:
                     sender.track.stop()
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_TIMEOUT):  # a wedged transport must not hang leave
-                    await pc.close()
+                # A wedged transport must not hang leave; shielded because cancelling a second
+                # close() cancels aiortc's shared "closed" future under the first one.
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await asyncio.shield(pc.close())
 
     async def close(self) -> None:
         await self._close_connection()
