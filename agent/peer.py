@@ -56,6 +56,8 @@ class Mesh:
     emit: Callable[[Event], None]
     changed: Callable[[Peer], None]
     answer_timeout: float
+    mark: Callable[[str], None] = lambda phase: None
+    """Told when a join phase is reached: offer_sent, ice_connected, chat_open."""
 
 
 class Peer:
@@ -112,6 +114,7 @@ class Peer:
             self._wire_channel(pc.createDataChannel("chat", ordered=True))
         await pc.setLocalDescription(await pc.createOffer())
         await self._send_description()
+        self.mesh.mark("offer_sent")
         self._answer_timer = asyncio.get_running_loop().call_later(
             self.mesh.answer_timeout, self._no_answer
         )
@@ -214,15 +217,23 @@ class Peer:
         self.pc = pc
         self.state = "new"
 
+        @pc.on("iceconnectionstatechange")
+        def _ice_state() -> None:
+            if pc is self.pc and pc.iceConnectionState == "failed" and self.state != "failed":
+                self._set_state("failed")
+
+        @pc.on("iceconnectionstatechange")
+        def _ice_progress() -> None:
+            if pc is self.pc and pc.iceConnectionState in ("connected", "completed"):
+                self.mesh.mark("ice_connected")
+
         @pc.on("connectionstatechange")
         def _state() -> None:
             if pc is not self.pc:
                 return
-            self.state = pc.connectionState
-            if self.state == "connected" and self.connected_at is None:
-                self.connected_at = time.monotonic()
-            self.mesh.emit(ConnectionStateChanged(self.user_id, self.state))
-            self.mesh.changed(self)
+            if self.state == "failed" and pc.connectionState == "closed":
+                return  # aiortc closes itself after an ICE failure: still a failure, not a leave
+            self._set_state(pc.connectionState)
 
         @pc.on("track")
         def _track(track) -> None:
@@ -240,6 +251,13 @@ class Peer:
                 channel.close()
 
         return pc
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = time.monotonic()
+        self.mesh.emit(ConnectionStateChanged(self.user_id, state))
+        self.mesh.changed(self)
 
     @staticmethod
     def _label(pc: RTCPeerConnection, track) -> str:
@@ -277,6 +295,7 @@ class Peer:
 
         @channel.on("open")
         def _open() -> None:
+            self.mesh.mark("chat_open")
             outbox, self._outbox = self._outbox, []
             for message in outbox:
                 self.send_chat(message)

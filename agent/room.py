@@ -24,6 +24,7 @@ from agent.errors import FeatureDisabled, MeetingFull, UnsupportedProvider
 from agent.events import ChatMessage, Event, ParticipantJoined, ParticipantLeft
 from agent.features import Plan, plan
 from agent.ice import ICE_ADDRESSES, IceOptions
+from agent.media.counting import COUNTED, ReceiveTally
 from agent.media.sources import Outgoing
 from agent.peer import Mesh, Peer, new_chat
 from agent.pump import PollSettings, SignalPump
@@ -40,6 +41,8 @@ from signaling.models import (
 )
 
 log = logging.getLogger(__name__)
+
+CLOSE_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class JoinRequest:
     receive: frozenset[str] = frozenset({"audio", "video"})
     record: bool = False
     transcribe: bool = False
+    decode: bool = True
+    """False: remote media is counted (frames, bytes), never decoded; see agent.media.counting."""
 
 
 class Room:
@@ -100,8 +105,16 @@ class Room:
         self.quality: dict[str, quality.Quality] = {}
         self._context = contextvars.copy_context()
         self._context.run(ICE_ADDRESSES.set, self.ice.addresses)
+        self.timeline: dict[str, float] = {}
+        """When each join phase was first reached (time.monotonic()), e.g. "connected"."""
+        self.received: ReceiveTally | None = None
+        if not self.request.decode:
+            self.received = ReceiveTally(on_first=lambda kind: self._mark(f"first_{kind}"))
+            self._context.run(COUNTED.set, self.received)
         self._joined = False
         self._leaving = False
+        self.failures_reported = 0
+        self.ice_restarts = 0
 
     def __repr__(self) -> str:
         return f"Room({self.meeting_id!r}, user={self.user_id!r}, peers={len(self.peers)})"
@@ -163,6 +176,7 @@ class Room:
             api.initialize_room(meeting, self.settings.max_participants), api.current_user()
         )
         assert me is not None, "an authenticated caller always has a user document"
+        self._mark("room_initialized")
         self.user_id = me.id
         if room.provider != "webrtc":
             raise UnsupportedProvider(room.provider)
@@ -180,6 +194,7 @@ class Room:
         )
         await self._join_meeting()
         await api.create_session(meeting, self.session_id)
+        self._mark("session_created")
         try:
             sessions = await api.active_sessions(meeting)
             self._check_room(sessions, room.features.maxParticipants)
@@ -199,6 +214,7 @@ class Room:
             emit=self._emit,
             changed=self._peer_changed,
             answer_timeout=self.settings.answer_timeout,
+            mark=self._mark,
         )
         self._pump = SignalPump(api, meeting, self._on_signal, self._busy, self.settings.poll)
         self._spawn(self._pump.run())
@@ -263,6 +279,7 @@ class Room:
         data = signal.data
         key = (signal.fromUserId, signal.sessionId)
         if isinstance(data, SessionDescription) and data.type == "offer":
+            self._mark("offer_received")
             if peer is None or peer.session_id != signal.sessionId:
                 if signal.sessionId in self._stale_sessions:
                     return
@@ -319,27 +336,50 @@ class Room:
             self._spawn(self._drop(peer, "no answer"))
         elif peer.state == "connected" and self.first_connected is None:
             self.first_connected = peer.connected_at
+            self._mark("connected")
         if peer.state == "connected" and not peer.announced:
             peer.announced = True
             self._emit(ParticipantJoined(peer.user_id, peer.session_id))
         elif peer.state == "failed":
             self._spawn(self._recover(peer))
         elif peer.state == "closed" and self.peers.get(peer.user_id) is peer:
-            self._spawn(self._drop(peer, "closed"))
+            self._spawn(self._closed(peer))
         self._spawn(self._push_state())
         self._nudge()
 
+    async def _closed(self, peer: Peer) -> None:
+        """The connection closed without us: the peer left, or the network failed (aiortc
+        closes itself after ICE consent expires). A leaving peer closes its session right
+        after its connection, so a session still active after a moment means a failure."""
+        await asyncio.sleep(CLOSE_GRACE)
+        active = {s.sessionId for s in await self.api.active_sessions(self.meeting_id)}
+        if self.peers.get(peer.user_id) is not peer or peer.state != "closed":
+            return  # replaced or renegotiated meanwhile
+        if peer.session_id in active:
+            await self._recover(peer)
+        else:
+            await self._drop(peer, "left")
+
     async def _recover(self, peer: Peer) -> None:
-        """Report the ICE failure; the offerer of the pair restarts when the backend says so."""
-        answer = await self.api.report_failure(
-            self.meeting_id, self.session_id, "ice_failed", f"peer {peer.user_id}"
-        )
-        self._pushed_state = "failed"
-        if answer.retryRecommended and self.peers.get(peer.user_id) is peer:
-            await self._push_state("connecting")
-            if peer.offerer:
-                await peer.offer()
-                self._nudge()
+        """Report the ICE failure; the offerer of the pair restarts when a retry is recommended.
+
+        handleConnectionFailure marks the whole session failed, which would make every other
+        peer drop us, so the session's real state is pushed again right after."""
+        try:
+            answer = await self.api.report_failure(
+                self.meeting_id, self.session_id, "ice_failed", f"peer {peer.user_id}"
+            )
+            retry = answer.retryRecommended
+            self._pushed_state = "failed"
+        except ConnvoError as e:  # a backend that cannot take the report must not stop the retry
+            log.warning("reporting the ICE failure failed (%s); restarting anyway", e)
+            retry = True
+        self.failures_reported += 1
+        if retry and peer.offerer and self.peers.get(peer.user_id) is peer:
+            self.ice_restarts += 1
+            await peer.offer()
+            self._nudge()
+        await self._push_state()
 
     async def _push_state(self, state: str | None = None) -> None:
         states = {p.state for p in self.peers.values()}
@@ -392,6 +432,10 @@ class Room:
         await self._quietly(self.api.close_session(self.meeting_id, self.session_id))
 
     # --- plumbing --------------------------------------------------------------------------------
+
+    def _mark(self, phase: str) -> None:
+        """Keeps the first time of each phase, for load tests' per-phase latencies."""
+        self.timeline.setdefault(phase, time.monotonic())
 
     def _emit(self, event: Event) -> None:
         for queue in self._subscribers:

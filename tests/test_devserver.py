@@ -787,7 +787,9 @@ async def test_restart_with_the_same_data_loses_nothing(tmp_path: Path) -> None:
         host, guest = meeting.members
         await host.api.send_description(meeting.id, "s", offer("kept"), guest.user_id)
         await host.api.ingest_transcript(meeting.id, "kept", 0.5, T0, T0 + 1)
-        await asyncio.to_thread(server.restart)  # a new process, maybe on a new port
+        url = server.url
+        await asyncio.to_thread(server.restart)  # a new process, on the same port
+        assert server.url == url
 
         again = ConnvoAPI(server.url, host.token)  # tokens survive: the secret is in the dir
         view = await again.get_meeting(meeting.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from conftest import Backend
@@ -137,3 +138,33 @@ def test_ice_configuration_is_never_implicit():
     config = IceOptions.loopback().configuration(None)
     assert config.iceServers == []
     assert JoinRequest().outgoing.audio is None
+
+
+def _cut(pc) -> None:
+    """Drop every packet this side receives, as a network cut would. Stands in for a firewall
+    rule: the sockets stay open, so aiortc does not see a local close, only silence."""
+    connection = pc.getTransceivers()[0].receiver.transport.transport._connection
+    for protocol in connection._protocols:
+        protocol.datagram_received = lambda data, addr: None
+
+
+async def test_ice_failure_is_reported_and_the_pair_reconnects(backend: Backend, monkeypatch):
+    # Consent checks every 0.2 s, failing after 2 misses, instead of 6 x 5 s: same code, faster.
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
+    monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 2)
+    meeting = await backend.meeting(2)
+    async with room(meeting, 0) as a, room(meeting, 1) as b:  # b joined later: b offers
+        await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
+        before = a.peers[b.user_id].pc
+        _cut(before)
+        await until(lambda: b.failures_reported >= 1 and b.ice_restarts >= 1, timeout=30)
+        await until(
+            lambda: (
+                connected_to(a, [b])
+                and connected_to(b, [a])
+                and a.peers[b.user_id].pc is not before
+            ),
+            timeout=30,
+        )
+        sessions = {s.sessionId: s.state for s in await a.api.active_sessions(meeting.id)}
+    assert sessions == {a.session_id: "connected", b.session_id: "connected"}

@@ -32,8 +32,10 @@ class RemoteTrack:
     def __repr__(self) -> str:
         return f"RemoteTrack({self.user_id!r}, {self.label!r}, frames={self.frames_received})"
 
-    async def frames(self) -> AsyncIterator[av.AudioFrame | av.VideoFrame]:
-        queue: asyncio.Queue[av.AudioFrame | av.VideoFrame | None] = asyncio.Queue(_QUEUE)
+    async def frames(self, maxsize: int = _QUEUE) -> AsyncIterator[av.AudioFrame | av.VideoFrame]:
+        """`maxsize=0` never drops: for a reader that only hands frames on (a recorder), where
+        losing media is worse than holding it; aiortc can deliver a burst in one loop turn."""
+        queue: asyncio.Queue[av.AudioFrame | av.VideoFrame | None] = asyncio.Queue(maxsize)
         self._readers.add(queue)
         try:
             while (frame := await queue.get()) is not None:

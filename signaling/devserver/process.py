@@ -5,7 +5,8 @@
         api = ConnvoAPI(server.url, token)
 
 The child runs `python -m agent serve --port 0` and writes its output to `devserver.log` in the
-data dir (a file, not a pipe nobody drains); the URL comes from its ready line. Stopping keeps
+data dir (a file, not a pipe nobody drains); the URL comes from its ready line, and `restart()`
+comes back on the same port, so clients holding the URL reconnect. Stopping keeps
 the data dir, so `restart()` comes back with everything; a temp dir made here is removed on
 exit from the `with` block.
 """
@@ -60,6 +61,7 @@ class DevServer:
         self._env = {"CONNVO_TURN_CREDENTIAL": turn_credential} if turn_credential else {}
         self._process: subprocess.Popen[bytes] | None = None
         self._url: str | None = None
+        self._port = 0
 
     def __repr__(self) -> str:
         return f"DevServer({self._url or 'stopped'}, data={self.data_dir})"
@@ -95,7 +97,7 @@ class DevServer:
             "--host",
             self.host,
             "--port",
-            "0",
+            str(self._port),
             "--data",
             str(self.data_dir),
             *self._options,
@@ -112,6 +114,7 @@ class DevServer:
             )
         try:
             self._url = self._await_ready(offset)
+            self._port = int(self._url.rsplit(":", 1)[1])  # a restart comes back on the same port
         except BaseException:
             self.stop()
             raise
