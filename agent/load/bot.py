@@ -1,0 +1,204 @@
+"""One load bot: join at its slot, wait until it is connected to every peer with chat open and
+media flowing, chat once, stay, leave; and write down when each phase happened and what failed.
+
+A bot that fails still leaves cleanly; its record says in which phase (the first one it did not
+reach) and with which code (the ConnvoError code, the exception class, or ICE_FAILED / TIMEOUT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from agent.events import ChatMessage, ConnectionStateChanged, Event, TrackReceived
+from agent.ice import IceOptions
+from agent.load.config import BotSpec, LoadConfig, MeetingPlan
+from agent.load.metrics import BotRecord
+from agent.media.encoded import SharedOutgoing
+from agent.media.sources import Outgoing, PatternTrack, ToneTrack
+from agent.pump import PollSettings
+from agent.room import JoinRequest, Room, RoomSettings
+from signaling.api import ConnvoAPI
+
+CHECK_EVERY = 0.2
+
+
+class MeetingState:
+    """What the bots of one meeting know of each other (they always share a worker)."""
+
+    def __init__(self, plan: MeetingPlan) -> None:
+        self.plan = plan
+        self.records: dict[int, BotRecord] = {}
+
+    def expected_peers(self, me: int) -> int:
+        """Everyone else, less those who failed before having a session (nobody to connect to)."""
+        gone = sum(
+            1
+            for i, r in self.records.items()
+            if i != me and r.failure_phase is not None and "session_created" not in r.phases
+        )
+        return len(self.plan.bots) - 1 - gone
+
+
+class LoadBot:
+    def __init__(
+        self, spec: BotSpec, meeting: MeetingState, config: LoadConfig, worker: str
+    ) -> None:
+        self.spec = spec
+        self.meeting = meeting
+        self.config = config
+        plan = meeting.plan
+        self.record = BotRecord(bot=spec.index, meeting=spec.meeting, meeting_id=plan.meeting_id)
+        self.record.worker = worker
+        meeting.records[spec.index] = self.record
+        self.room = Room(
+            plan.url,
+            spec.token,
+            plan.meeting_id,
+            request=JoinRequest(
+                outgoing=_outgoing(config),
+                chat=True if config.chat else None,
+                receive=frozenset(config.kinds),
+                decode=config.decode,
+            ),
+            ice=_ice(config, spec.index),
+            settings=RoomSettings(
+                poll=PollSettings(config.poll_fast, config.poll_idle),
+                discovery_interval=config.discovery_interval,
+                quality_interval=config.quality_interval,
+            ),
+            api=ConnvoAPI(plan.url, spec.token),
+        )
+        self._ice_failed = False
+        self._chat_from: set[str] = set()
+        self._first_frame: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def run(self, t0: float) -> BotRecord:
+        await asyncio.sleep(max(0.0, t0 + self.spec.start_offset - time.time()))
+        record = self.record
+        record.started_at = time.time()
+        watcher = asyncio.create_task(self._watch(self.room.events()))
+        try:
+            await self._join_and_wait()
+            if record.ok:
+                await self._chat()
+                await asyncio.sleep(self.config.duration)
+                self._collect()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._fail(getattr(e, "code", None) or type(e).__name__, str(e))
+        finally:
+            await asyncio.shield(self._leave(watcher))
+        return record
+
+    async def _join_and_wait(self) -> None:
+        await self.room.join()
+        self.record.user_id = self.room.user_id
+        deadline = time.monotonic() + self.config.join_timeout
+        while not self._ready():
+            if time.monotonic() > deadline:
+                self._fail("ICE_FAILED" if self._ice_failed else "TIMEOUT", "")
+                return
+            await asyncio.sleep(CHECK_EVERY)
+            self._note_phases()
+        self.record.ok = True
+
+    def _ready(self) -> bool:
+        self._note_phases()
+        expected = self.meeting.expected_peers(self.spec.index)
+        self.record.peers_expected = expected
+        self.record.peers_connected = len(self.room.connected_peers())
+        if self.record.peers_connected < expected:
+            return False
+        return self._missing() is None
+
+    def _required(self) -> list[str]:
+        if self.record.peers_expected == 0:
+            return ["room_initialized", "session_created"]
+        phases = ["room_initialized", "session_created", "offer", "ice_connected", "connected"]
+        if self.config.chat:
+            phases.append("chat_open")
+        return phases + [f"first_{kind}" for kind in self.config.kinds]
+
+    def _missing(self) -> str | None:
+        reached = self.record.phases
+        for phase in self._required():
+            if phase == "offer":
+                if "offer_sent" not in reached and "offer_received" not in reached:
+                    return phase
+            elif phase not in reached:
+                return phase
+        return None
+
+    def _note_phases(self) -> None:
+        start = self.room.join_started
+        if start is None:
+            return
+        times = {**self.room.timeline, **self._first_frame}
+        self.record.phases = {p: round(1000 * (t - start), 1) for p, t in times.items()}
+
+    def _fail(self, code: str, message: str) -> None:
+        self._note_phases()
+        self.record.fail(self._missing() or "connected", code, message)
+
+    async def _watch(self, events: AsyncIterator[Event]) -> None:
+        """Subscribed before the join starts, so even an early leave ends it."""
+        async for event in events:
+            if isinstance(event, ConnectionStateChanged) and event.state == "failed":
+                self._ice_failed = True
+            elif isinstance(event, ChatMessage):
+                self._chat_from.add(event.sender)
+            elif isinstance(event, TrackReceived) and self.config.decode:
+                self._tasks.append(asyncio.create_task(self._first(event.track)))
+
+    async def _first(self, track) -> None:
+        """Decoding bots: the first decoded frame of each kind (counting rooms mark it
+        themselves)."""
+        async for _frame in track.frames():
+            self._first_frame.setdefault(f"first_{track.kind}", time.monotonic())
+            return
+
+    async def _chat(self) -> None:
+        if self.config.chat and self.record.peers_expected:
+            await self.room.send_chat(f"hello from bot {self.spec.index}")
+            self.record.chat_sent = 1
+
+    def _collect(self) -> None:
+        record, room = self.record, self.room
+        record.peers_connected = max(record.peers_connected, len(room.connected_peers()))
+        record.chat_received = len(self._chat_from)
+        record.quality = {user: q.as_stats() for user, q in room.quality.items()}
+        if room.received is not None:
+            for kind, count in room.received.kinds.items():
+                setattr(record, f"{kind}_frames", count.frames)
+                setattr(record, f"{kind}_bytes", count.bytes)
+        else:
+            for peer in room.peers.values():
+                record.audio_frames += peer.frames_received("audio")
+                record.video_frames += peer.frames_received("video")
+
+    async def _leave(self, watcher: asyncio.Task[None]) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.room.leave()
+        self.record.left_at = time.time()
+        await asyncio.gather(watcher, *self._tasks, return_exceptions=True)
+
+
+def _outgoing(config: LoadConfig) -> Outgoing:
+    audio, video = "audio" in config.kinds, "video" in config.kinds
+    if config.shared_media:
+        return SharedOutgoing.synthetic(audio, video, config.video_size, config.fps)
+    return Outgoing(
+        audio=ToneTrack() if audio else None,
+        video=PatternTrack(*config.video_size, config.fps) if video else None,
+    )
+
+
+def _ice(config: LoadConfig, index: int) -> IceOptions:
+    if index in config.relay_only_bots:
+        return IceOptions(addresses=config.ice_addresses, policy="relay")
+    return IceOptions(addresses=config.ice_addresses)

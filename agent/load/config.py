@@ -1,0 +1,97 @@
+"""What a load run is asked to do, and the plan the driver hands to its workers.
+
+Everything here is a frozen dataclass of plain values: it is pickled to worker processes and Ray
+actors as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MEDIA = {"none": (), "audio": ("audio",), "video": ("video",), "av": ("audio", "video")}
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    meetings: int = 1
+    participants: int = 4
+    duration: float = 10.0
+    """Seconds each bot stays once it has joined."""
+    ramp: float = 10.0
+    """Bots started per second, over the whole run."""
+    media: str = "none"
+    video_size: tuple[int, int] = (320, 240)
+    fps: int = 15
+    chat: bool = True
+    join_timeout: float = 30.0
+    """A bot not connected to every peer (with chat open and media flowing) by then has failed."""
+    shared_media: bool = True
+    """Encode once per process and fan packets out; False encodes per sender (naive bots)."""
+    decode: bool = False
+    """Decode remote media; False counts it (see agent.media.counting)."""
+    quality_interval: float = 2.0
+    poll_fast: float = 0.25
+    """Slower than a lone bot (0.05): hundreds of bots polling fast would be the backend's load."""
+    poll_idle: float = 2.0
+    discovery_interval: float = 5.0
+    ice_addresses: tuple[str, ...] | None = ("127.0.0.1",)
+    relay_only_bots: frozenset[int] = field(default_factory=frozenset)
+    """Bots (global indices) given a relay-only ICE policy with no TURN: an injected ICE failure."""
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return MEDIA[self.media]
+
+    @property
+    def bots(self) -> int:
+        return self.meetings * self.participants
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["relay_only_bots"] = sorted(self.relay_only_bots)
+        return data
+
+
+@dataclass(frozen=True)
+class BotSpec:
+    index: int
+    meeting: int
+    token: str = field(repr=False)
+    start_offset: float
+    """Seconds after the run's start time at which this bot joins."""
+
+
+@dataclass(frozen=True)
+class MeetingPlan:
+    index: int
+    meeting_id: str
+    url: str
+    bots: tuple[BotSpec, ...]
+
+
+def plan_meetings(
+    config: LoadConfig, url: str, meeting_ids: list[str], tokens: list[str]
+) -> list[MeetingPlan]:
+    """Meeting by meeting, bot by bot at `ramp` per second, so meetings fill one after another."""
+    n = config.participants
+    return [
+        MeetingPlan(
+            index=m,
+            meeting_id=meeting_id,
+            url=url,
+            bots=tuple(
+                BotSpec(m * n + i, m, tokens[m * n + i], (m * n + i) / config.ramp)
+                for i in range(n)
+            ),
+        )
+        for m, meeting_id in enumerate(meeting_ids)
+    ]
+
+
+def split(plans: list[MeetingPlan], workers: int) -> list[list[MeetingPlan]]:
+    """Whole meetings per worker (a meeting's bots wait on each other), round robin."""
+    shares: list[list[MeetingPlan]] = [[] for _ in range(max(1, min(workers, len(plans))))]
+    for i, plan in enumerate(plans):
+        shares[i % len(shares)].append(plan)
+    return shares

@@ -1,0 +1,183 @@
+"""What a load run measures: one record per bot (phase latencies, failure, media, quality), the
+load generator's own CPU and memory, and the summary computed from them.
+
+Records are plain dataclasses of numbers and strings so they cross process and Ray boundaries as
+they are, and land in JSON and CSV without translation. Phase latencies are milliseconds from the
+bot's join start (each on its own monotonic clock); wall-clock times (epoch seconds) are only used
+to line bots and workers up on a shared time axis.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PHASES = (
+    "room_initialized",
+    "session_created",
+    "offer_sent",
+    "offer_received",
+    "ice_connected",
+    "connected",
+    "chat_open",
+    "first_audio",
+    "first_video",
+)
+
+
+@dataclass
+class BotRecord:
+    bot: int
+    meeting: int
+    meeting_id: str
+    worker: str = ""
+    user_id: str = ""
+    started_at: float = 0.0
+    """Wall clock (epoch s) of the join start."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """ms from the join start to each phase reached."""
+    ok: bool = False
+    failure_phase: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    peers_expected: int = 0
+    peers_connected: int = 0
+    """The most peers connected at once."""
+    chat_sent: int = 0
+    chat_received: int = 0
+    audio_frames: int = 0
+    audio_bytes: int = 0
+    video_frames: int = 0
+    video_bytes: int = 0
+    left_at: float | None = None
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per remote user: bitrate (bits/s), packetLoss (%), latency (RTT ms), jitter (ms)."""
+
+    def fail(self, phase: str, code: str, message: str = "") -> None:
+        self.ok = False
+        self.failure_phase, self.failure_code = phase, code
+        self.failure_message = message[:300] or None
+
+    @property
+    def connected_at(self) -> float | None:
+        ms = self.phases.get("connected")
+        return None if ms is None else self.started_at + ms / 1000
+
+    def as_row(self) -> dict[str, Any]:
+        """One flat CSV row: phases and quality as columns."""
+        row = {k: v for k, v in asdict(self).items() if k not in ("phases", "quality")}
+        for phase in PHASES:
+            row[f"{phase}_ms"] = self.phases.get(phase)
+        for name in ("bitrate", "packetLoss", "latency", "jitter"):
+            values = [q[name] for q in self.quality.values() if name in q]
+            row[f"{name}_mean"] = round(sum(values) / len(values), 3) if values else None
+        return row
+
+
+@dataclass
+class Usage:
+    """One sample of a load-generator process."""
+
+    worker: str
+    at: float
+    cpu_percent: float
+    rss_mb: float
+
+
+class UsageMeter:
+    """CPU (percent of one core, since the previous reading) and resident memory of this process,
+    threads included (aiortc encodes and decodes in threads)."""
+
+    def __init__(self, worker: str) -> None:
+        import psutil
+
+        self.worker = worker
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)
+
+    def read(self) -> Usage:
+        return Usage(
+            worker=self.worker,
+            at=time.time(),
+            cpu_percent=self._process.cpu_percent(None),
+            rss_mb=self._process.memory_info().rss / 2**20,
+        )
+
+    def cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return times.user + times.system
+
+
+def nearest_rank(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
+
+
+def distribution(values: list[float]) -> dict[str, float | int]:
+    if not values:
+        return {"count": 0}
+    return {
+        "count": len(values),
+        "p50": round(nearest_rank(values, 50), 1),
+        "p95": round(nearest_rank(values, 95), 1),
+        "p99": round(nearest_rank(values, 99), 1),
+        "max": round(max(values), 1),
+    }
+
+
+def summarize(records: list[BotRecord], usage: list[Usage], config: dict[str, Any]) -> dict:
+    """The run in one JSON-able dict: success rate, phase distributions, failures, media, load."""
+    ok = sum(r.ok for r in records)
+    failures: dict[str, int] = {}
+    for r in records:
+        if not r.ok:
+            key = f"{r.failure_phase}:{r.failure_code}"
+            failures[key] = failures.get(key, 0) + 1
+    qualities = [q for r in records for q in r.quality.values()]
+    return {
+        "bots": len(records),
+        "ok": ok,
+        "failed": len(records) - ok,
+        "success_rate": round(100 * ok / len(records), 2) if records else 0.0,
+        "phases_ms": {
+            p: distribution([r.phases[p] for r in records if p in r.phases]) for p in PHASES
+        },
+        "failures": failures,
+        "media": {
+            name: distribution([q[name] for q in qualities if name in q])
+            for name in ("bitrate", "packetLoss", "latency", "jitter")
+        },
+        "load_generator": _load(usage),
+        "config": config,
+    }
+
+
+def _load(usage: list[Usage]) -> dict[str, float]:
+    """Peak and mean of the whole generator: samples of all workers summed per second."""
+    cpu, rss = [], []
+    for group in per_second(usage).values():
+        cpu.append(sum(u.cpu_percent for u in group))
+        rss.append(sum(u.rss_mb for u in group))
+    if not cpu:
+        return {}
+    return {
+        "workers": len({u.worker for u in usage}),
+        "cpu_percent_mean": round(sum(cpu) / len(cpu), 1),
+        "cpu_percent_max": round(max(cpu), 1),
+        "rss_mb_max": round(max(rss), 1),
+    }
+
+
+def per_second(usage: list[Usage]) -> dict[int, list[Usage]]:
+    """Each worker's last sample in each second, so workers' samples add up on one axis."""
+    buckets: dict[int, dict[str, Usage]] = {}
+    for u in sorted(usage, key=lambda u: u.at):
+        buckets.setdefault(int(u.at), {})[u.worker] = u
+    return {second: list(group.values()) for second, group in sorted(buckets.items())}
+
+
+def exit_code(summary: dict, min_success: float) -> int:
+    """Non-zero when fewer bots succeeded than asked for, so pipelines can gate on it."""
+    return 0 if summary["success_rate"] >= min_success else 1

@@ -1,0 +1,92 @@
+"""The report's plots, drawn with matplotlib's Agg backend (no display) into PNG bytes:
+phase latency distributions, participants connected over time, the load generator's CPU and
+memory over time, media quality per peer."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after the backend is chosen
+
+from agent.load.metrics import PHASES, BotRecord, Usage, per_second
+
+
+def figure(records: list[BotRecord], usage: list[Usage], started_at: float) -> bytes:
+    """All four plots in one PNG, 2 x 2."""
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), dpi=90)
+    phases(axes[0][0], records)
+    connected(axes[0][1], records, started_at)
+    load(axes[1][0], usage, started_at)
+    quality(axes[1][1], records)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()
+
+
+def phases(ax, records: list[BotRecord]) -> None:
+    present = [p for p in PHASES if any(p in r.phases for r in records)]
+    data = [[r.phases[p] for r in records if p in r.phases] for p in present]
+    if data:
+        ax.boxplot(
+            data, orientation="horizontal", tick_labels=present, whis=(5, 95), showfliers=True
+        )
+    ax.set_xlabel("ms from join start (box: p25-p75, whiskers: p5-p95)")
+    ax.set_title("Join phase latencies")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def connected(ax, records: list[BotRecord], started_at: float) -> None:
+    events: list[tuple[float, int]] = []
+    for r in records:
+        if r.connected_at is not None:
+            events.append((r.connected_at - started_at, 1))
+            if r.left_at is not None:
+                events.append((r.left_at - started_at, -1))
+    events.sort()
+    times, counts, now = [0.0], [0], 0
+    for at, step in events:
+        now += step
+        times.append(at)
+        counts.append(now)
+    ax.step(times, counts, where="post")
+    failed = sum(not r.ok for r in records)
+    ax.set_title(f"Participants connected ({len(records)} bots, {failed} failed)")
+    ax.set_xlabel("s since start")
+    ax.grid(alpha=0.3)
+
+
+def load(ax, usage: list[Usage], started_at: float) -> None:
+    seconds = per_second(usage)
+    times = [s - started_at for s in seconds]
+    ax.plot(times, [sum(u.cpu_percent for u in g) for g in seconds.values()], color="tab:red")
+    ax.set_ylabel("CPU % (100 = one core)", color="tab:red")
+    ax.set_xlabel("s since start")
+    twin = ax.twinx()
+    twin.plot(times, [sum(u.rss_mb for u in g) for g in seconds.values()], color="tab:blue")
+    twin.set_ylabel("RSS MB", color="tab:blue")
+    workers = len({u.worker for u in usage})
+    ax.set_title(f"Load generator CPU and memory ({workers} workers)")
+    ax.grid(alpha=0.3)
+
+
+def quality(ax, records: list[BotRecord]) -> None:
+    """One point per (bot, remote peer): bitrate against RTT, coloured by jitter."""
+    points = [q for r in records for q in r.quality.values()]
+    if points:
+        dots = ax.scatter(
+            [q["latency"] for q in points],
+            [q["bitrate"] / 1000 for q in points],
+            c=[q["jitter"] for q in points],
+            s=[12 + 4 * q["packetLoss"] for q in points],
+            cmap="viridis",
+        )
+        ax.figure.colorbar(dots, ax=ax, label="jitter ms")
+    ax.set_xlabel("RTT ms")
+    ax.set_ylabel("received kbit/s")
+    ax.set_title(f"Media quality per peer ({len(points)} peer links; size: loss %)")
+    ax.grid(alpha=0.3)

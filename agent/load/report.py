@@ -1,0 +1,107 @@
+"""What a load run leaves behind: the summary table in the terminal, and in a report directory
+the raw per-bot records (bots.json, bots.csv, usage.csv), summary.json, and report.html: one
+self-contained page, its plots inlined as a base64 PNG."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.load.metrics import PHASES, BotRecord
+
+if TYPE_CHECKING:
+    from agent.load.runner import LoadResult
+
+
+def table(summary: dict) -> str:
+    lines = [
+        f"bots {summary['bots']}: ok {summary['ok']}, failed {summary['failed']}, "
+        f"success {summary['success_rate']:.1f}%",
+        "",
+        f"{'phase (ms)':18} {'count':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}",
+    ]
+    for phase in PHASES:
+        d = summary["phases_ms"].get(phase, {"count": 0})
+        if d["count"]:
+            cells = " ".join(f"{d[k]:>8.0f}" for k in ("p50", "p95", "p99", "max"))
+            lines.append(f"{phase:18} {d['count']:>6} {cells}")
+    media = summary["media"]
+    if media["bitrate"]["count"]:
+        lines.append("")
+        lines.append(
+            f"media per peer (p50/p95): bitrate {media['bitrate']['p50'] / 1000:.0f}/"
+            f"{media['bitrate']['p95'] / 1000:.0f} kbit/s, loss {media['packetLoss']['p50']:.1f}/"
+            f"{media['packetLoss']['p95']:.1f} %, RTT {media['latency']['p50']:.0f}/"
+            f"{media['latency']['p95']:.0f} ms, jitter {media['jitter']['p50']:.0f}/"
+            f"{media['jitter']['p95']:.0f} ms"
+        )
+    load = summary["load_generator"]
+    if load:
+        lines.append(
+            f"load generator: {load['workers']} workers, cpu mean {load['cpu_percent_mean']:.0f}%"
+            f" max {load['cpu_percent_max']:.0f}%, rss max {load['rss_mb_max']:.0f} MB"
+        )
+    for failure, count in sorted(summary["failures"].items()):
+        lines.append(f"failed: {count} x {failure}")
+    return "\n".join(lines)
+
+
+def write(result: LoadResult, directory: Path) -> list[Path]:
+    """Writes every file of the report; answers their paths."""
+    from agent.load.plots import figure
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {
+        name: directory / name
+        for name in ("summary.json", "bots.json", "bots.csv", "usage.csv", "report.html")
+    }
+    paths["summary.json"].write_text(json.dumps(result.summary, indent=2))
+    paths["bots.json"].write_text(json.dumps([asdict(r) for r in result.records], indent=1))
+    _csv(paths["bots.csv"], [r.as_row() for r in result.records])
+    _csv(paths["usage.csv"], [asdict(u) for u in result.usage])
+    png = figure(result.records, result.usage, result.started_at)
+    paths["report.html"].write_text(page(result.summary, result.records, png))
+    return list(paths.values())
+
+
+def _csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as out:
+        if not rows:
+            return
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def page(summary: dict, records: list[BotRecord], png: bytes) -> str:
+    image = base64.b64encode(png).decode()
+    failed = [r for r in records if not r.ok]
+    rows = "".join(
+        f"<tr><td>{r.bot}</td><td>{r.meeting}</td><td>{html.escape(r.failure_phase or '')}</td>"
+        f"<td>{html.escape(r.failure_code or '')}</td>"
+        f"<td>{html.escape(r.failure_message or '')}</td></tr>"
+        for r in failed
+    )
+    failures = (
+        f"<h2>Failures</h2><table><tr><th>bot</th><th>meeting</th><th>phase</th><th>code</th>"
+        f"<th>message</th></tr>{rows}</table>"
+        if failed
+        else ""
+    )
+    config = html.escape(json.dumps(summary["config"]))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>connvo-agent load report</title>
+<style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head>
+<body><h1>connvo-agent load report</h1>
+<pre>{html.escape(table(summary))}</pre>
+<img alt="plots" src="data:image/png;base64,{image}">
+{failures}
+<h2>Configuration</h2><pre>{config}</pre>
+</body></html>
+"""

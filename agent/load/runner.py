@@ -1,0 +1,174 @@
+"""The load driver: a backend (the embedded dev backend in its own process, or a real deployment),
+the meetings set up through the API, the bots spread over workers, their records gathered.
+
+    result = run_load(LoadConfig(meetings=50, participants=4, media="none"))
+    print(result.summary["success_rate"])
+
+Workers: `workers=0` runs every bot in this process (tests, small runs); `workers=N` starts N
+processes; `ray=ADDRESS` uses Ray actors (see `distributed`). Against a real deployment
+(`target=Target(url, host_token, tokens)`) the host creates, starts and finally ends the meetings;
+each bot needs its own user's token, as the backend addresses signals to users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.load.config import LoadConfig, MeetingPlan, plan_meetings, split
+from agent.load.metrics import BotRecord, Usage, summarize
+from agent.load.progress import ProgressDisplay
+from agent.load.worker import Worker, WorkerResult
+from signaling.api import ConnvoAPI
+from signaling.devserver.process import DevServer
+from signaling.errors import ConnvoError
+
+SETUP_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class Target:
+    """A deployment to load: its URL, a host's token, and one token per bot."""
+
+    url: str
+    host_token: str = field(repr=False)
+    tokens: tuple[str, ...] = field(repr=False)
+
+
+@dataclass
+class LoadResult:
+    records: list[BotRecord]
+    usage: list[Usage]
+    summary: dict[str, Any]
+    started_at: float
+
+
+def run_load(
+    config: LoadConfig,
+    *,
+    target: Target | None = None,
+    workers: int | None = None,
+    ray: str | None = None,
+    quiet: bool = False,
+) -> LoadResult:
+    """Runs the whole load and answers every bot's record; blocking (it owns the event loops)."""
+    if ray is not None:
+        from agent.load.distributed import require_ray
+
+        require_ray()
+    if target is not None:
+        return _run(config, target, workers, ray, quiet, dev=False)
+    with (
+        tempfile.TemporaryDirectory(prefix="connvo-load-") as data,
+        DevServer(Path(data)) as server,
+    ):
+        tokens = tuple(server.token(f"load-bot{i}") for i in range(config.bots))
+        embedded = Target(server.url, server.token("load-host"), tokens)
+        return _run(config, embedded, workers, ray, quiet, dev=True)
+
+
+def _run(
+    config: LoadConfig, target: Target, workers: int | None, ray: str | None, quiet: bool, dev: bool
+) -> LoadResult:
+    if len(target.tokens) < config.bots:
+        raise ValueError(f"{config.bots} bots need {config.bots} tokens, got {len(target.tokens)}")
+    meeting_ids = asyncio.run(setup_meetings(config, target, dev))
+    plans = plan_meetings(config, target.url, meeting_ids, list(target.tokens))
+    display = ProgressDisplay(config.bots, quiet=quiet)
+    started = time.time()
+    try:
+        results = _execute(config, plans, workers, ray, display.update)
+    finally:
+        display.close()
+        asyncio.run(_teardown(target, meeting_ids))
+    records = sorted((r for res in results for r in res.records), key=lambda r: r.bot)
+    usage = [u for res in results for u in res.usage]
+    summary = summarize(records, usage, config.as_json())
+    return LoadResult(records, usage, summary, started)
+
+
+def _execute(
+    config: LoadConfig,
+    plans: list[MeetingPlan],
+    workers: int | None,
+    ray: str | None,
+    progress: Callable[[dict[str, dict[str, float]]], None],
+) -> list[WorkerResult]:
+    count = workers if workers is not None else (os.cpu_count() or 1)
+    if ray is not None:
+        from agent.load.distributed import run_ray
+
+        return run_ray(ray, config, plans, workers, progress)
+    if count == 0:
+        return [asyncio.run(_in_process(config, plans, progress))]
+    from agent.load.processes import run_processes
+
+    return run_processes(config, split(plans, count), progress)
+
+
+async def _in_process(
+    config: LoadConfig,
+    plans: list[MeetingPlan],
+    progress: Callable[[dict[str, dict[str, float]]], None],
+) -> WorkerResult:
+    worker = Worker()
+    task = asyncio.create_task(worker.run(config, plans, time.time()))
+    while not task.done():
+        progress({worker.name: worker.progress()})
+        await asyncio.wait([task], timeout=0.5)
+    return task.result()
+
+
+# --- meetings ----------------------------------------------------------------------------------
+
+
+async def setup_meetings(config: LoadConfig, target: Target, dev: bool) -> list[str]:
+    """Creates and starts the meetings. A bot token that cannot be looked up is still handed to
+    its bot, whose join then fails with the backend's own error, in its record."""
+    host = ConnvoAPI(target.url, target.host_token)
+    limit = asyncio.Semaphore(SETUP_CONCURRENCY)
+    n = config.participants
+
+    async def user_id(token: str) -> str | None:
+        async with limit:
+            try:
+                user = await ConnvoAPI(target.url, token).current_user()
+            except ConnvoError:
+                return None
+            return None if user is None else user.id
+
+    async def meeting(index: int, users: list[str | None]) -> str:
+        async with limit:
+            created = await host.create_meeting(f"load test {index + 1}", maxParticipants=n)
+            meeting_id = created.meetingId
+            if dev and n > 4:  # the real backend caps mesh rooms at 4; the dev backend can go on
+                await host.configure_dev_room(meeting_id, maxParticipants=n)
+            for user in users:
+                if user is not None:
+                    await host.add_participant(meeting_id, user)
+            await host.start_meeting(meeting_id)
+            return meeting_id
+
+    users = await asyncio.gather(*(user_id(t) for t in target.tokens[: config.bots]))
+    return list(
+        await asyncio.gather(
+            *(meeting(m, users[m * n : (m + 1) * n]) for m in range(config.meetings))
+        )
+    )
+
+
+async def _teardown(target: Target, meeting_ids: list[str]) -> None:
+    host = ConnvoAPI(target.url, target.host_token)
+
+    async def end(meeting_id: str) -> None:
+        with contextlib.suppress(ConnvoError):  # already ended, or the backend is gone
+            await host.end_meeting(meeting_id)
+
+    await asyncio.gather(*(end(m) for m in meeting_ids))

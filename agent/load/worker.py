@@ -1,0 +1,72 @@
+"""One load worker: many bots in one event loop, sharing its HTTP pool and its encoded media.
+
+The driver runs one worker per core (processes, or Ray actors); each gets whole meetings. A worker
+counts its bots' progress for the live display and samples its own CPU and memory every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from agent.load.bot import LoadBot, MeetingState
+from agent.load.config import LoadConfig, MeetingPlan
+from agent.load.metrics import BotRecord, Usage, UsageMeter
+
+SAMPLE_EVERY = 1.0
+
+
+@dataclass
+class WorkerResult:
+    records: list[BotRecord] = field(default_factory=list)
+    usage: list[Usage] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._bots: list[LoadBot] = []
+        self._meter = UsageMeter(self.name)
+        self._last: Usage | None = None
+        for noisy in ("aiortc", "aioice", "agent.room", "agent.pump", "agent.peer"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    def progress(self) -> dict[str, float]:
+        """Joined (has a session), connected (ready), failed, done; CPU % and RSS MB now."""
+        records = [b.record for b in self._bots]
+        last = self._last
+        return {
+            "bots": len(records),
+            "joined": sum("session_created" in r.phases for r in records),
+            "connected": sum(r.ok for r in records),
+            "failed": sum(r.failure_phase is not None for r in records),
+            "done": sum(r.left_at is not None for r in records),
+            "cpu_percent": last.cpu_percent if last else 0.0,
+            "rss_mb": last.rss_mb if last else 0.0,
+        }
+
+    async def run(self, config: LoadConfig, plans: list[MeetingPlan], t0: float) -> WorkerResult:
+        """Every bot of `plans`, each starting at t0 + its offset (t0: epoch seconds)."""
+        result = WorkerResult()
+        for plan in plans:
+            meeting = MeetingState(plan)
+            self._bots += [LoadBot(spec, meeting, config, self.name) for spec in plan.bots]
+        sampler = asyncio.create_task(self._sample(result.usage))
+        try:
+            result.records = list(await asyncio.gather(*(bot.run(t0) for bot in self._bots)))
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            result.usage.append(self._meter.read())
+        return result
+
+    async def _sample(self, into: list[Usage]) -> None:
+        while True:
+            self._last = self._meter.read()
+            into.append(self._last)
+            await asyncio.sleep(SAMPLE_EVERY)
