@@ -1,0 +1,1 @@
+"""Long-running participants deployed next to real meetings: the recorder and the transcriber."""

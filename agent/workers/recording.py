@@ -1,0 +1,260 @@
+"""One remote participant's recording: h264 video and AAC audio in an MPEG-TS file, encoded by
+the file's own thread so that the event loop only hands frames over.
+
+MPEG-TS because it has no index or trailer to lose: every 188-byte packet stands alone, so a file
+cut anywhere (a SIGKILL) decodes up to the cut. Packets reach the kernel as they are muxed
+(`flush_packets`), x264 runs with `zerolatency` (no lookahead holding frames back) and the
+interleaver waits at most half a second for a quiet stream: a kill loses about a second.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from agent.workers.manifest import times
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000
+VIDEO_CLOCK = 90000
+GAP = 0.1
+"""Seconds of missing audio worth filling with silence (mute, loss, a stalled peer)."""
+DRIFT = 2.0
+"""Seconds a track's own timestamps may stray from arrival time before they are re-anchored."""
+START_WAIT = 2.0
+"""Seconds to wait for the first video frame, whose size the header needs."""
+DEFAULT_SIZE = (640, 480)
+BACKLOG = 900
+"""Queued frames beyond which video is dropped to keep audio: the encoder cannot keep up."""
+MUXER_OPTIONS = {"flush_packets": "1", "max_interleave_delta": "500000"}
+X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "26", "g": "60"}
+
+END = object()
+
+
+class Recording:
+    """What every written file tells the manifest; `duration` grows while it is written."""
+
+    kind = "participant"
+
+    def __init__(self, path: Path, started: float, user_id: str | None, session: str | None):
+        self.path = path
+        self.started = started  # time.monotonic() of the file's t=0
+        self.started_epoch = time.time() - (time.monotonic() - started)
+        self.user_id = user_id
+        self.session_id = session
+        self.duration = 0.0
+        self.complete = False
+        self.audio: dict[str, Any] | None = None
+        self.video: dict[str, Any] | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._guarded, name=f"record {path.name}")
+        self._thread.start()
+
+    def describe(self) -> dict[str, Any]:
+        end = self.started_epoch + self.duration if self.duration else None
+        return {
+            "file": self.path.name,
+            "kind": self.kind,
+            "userId": self.user_id,
+            "sessionId": self.session_id,
+            **times("start", self.started_epoch),
+            **times("end", end),
+            "duration": round(self.duration, 3),
+            "complete": self.complete,
+            "audio": self.audio,
+            "video": self.video,
+        }
+
+    def finish(self) -> None:
+        """Blocks until the file is closed: call it from a thread (asyncio.to_thread)."""
+        self._queue.put(END)
+        self._thread.join()
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            log.exception("recording %s failed", self.path.name)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Clock:
+    """Maps a track's own timestamps to seconds since the file started. RTP timestamps are smooth
+    where arrival times jitter, but start anywhere and jump on a new connection: they are anchored
+    to arrival time, and anchored again when they stray by more than DRIFT."""
+
+    def __init__(self, started: float) -> None:
+        self._started = started
+        self._offset: float | None = None
+
+    def place(self, frame_time: float | None, arrival: float) -> float:
+        arrived = arrival - self._started
+        if frame_time is None:
+            return arrived
+        if self._offset is None or abs(frame_time + self._offset - arrived) > DRIFT:
+            self._offset = arrived - frame_time
+        return max(0.0, frame_time + self._offset)
+
+
+class ParticipantFile(Recording):
+    """Audio and/or one video track of one participant's session; `kinds` says which streams the
+    file has (decided before the header: MPEG-TS cannot add a stream later)."""
+
+    def __init__(
+        self,
+        path: Path,
+        started: float,
+        user_id: str,
+        session: str,
+        kinds: frozenset[str],
+        *,
+        label: str = "camera",
+        mix: Any | None = None,
+    ) -> None:
+        self.kind = "screen" if label == "screen" else "participant"
+        self._kinds = kinds
+        self._mix = mix
+        self._container: Any = None
+        self._streams: dict[str, Any] = {}
+        self._clocks = {kind: Clock(started) for kind in ("audio", "video")}
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=SAMPLE_RATE)
+        self._next_sample = 0
+        self._video_end = 0.0
+        self._last_pts = -1
+        self.frames_dropped = 0
+        super().__init__(path, started, user_id, session)
+
+    def put(self, kind: str, frame: av.AudioFrame | av.VideoFrame, arrival: float) -> None:
+        """From the event loop: never blocks; the frame is only read, never changed, here on."""
+        if not self._thread.is_alive():  # failed (logged): holding frames would only leak
+            return
+        if kind == "video" and self._queue.qsize() > BACKLOG:
+            self.frames_dropped += 1
+            return
+        self._queue.put((kind, frame, arrival))
+
+    # --- the file's thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: list[tuple[str, Any, float]] = []
+        while True:
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                item = None
+            if item is END:
+                break
+            if self._container is None:
+                if item is not None:
+                    pending.append(item)
+                if self._ready(pending):
+                    self._open(pending)
+                    pending = []
+            elif item is not None:
+                self._write(*item)
+        if self._container is None and pending:
+            self._open(pending)
+        self._close()
+
+    def _ready(self, pending: list[tuple[str, Any, float]]) -> bool:
+        if not pending:
+            return False
+        if "video" not in self._kinds or any(kind == "video" for kind, _, _ in pending):
+            return True
+        return time.monotonic() - pending[0][2] > START_WAIT
+
+    def _open(self, pending: list[tuple[str, Any, float]]) -> None:
+        c = av.open(str(self.path), "w", format="mpegts", options=MUXER_OPTIONS)
+        if "audio" in self._kinds:
+            audio = c.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
+            self._streams["audio"] = audio
+            self.audio = {"codec": "aac", "sampleRate": SAMPLE_RATE, "channels": 2}
+        if "video" in self._kinds:
+            first = next((f for kind, f, _ in pending if kind == "video"), None)
+            width, height = (first.width, first.height) if first else DEFAULT_SIZE
+            video = c.add_stream("libx264", rate=30, options=X264_OPTIONS)
+            video.width, video.height = width - width % 2, height - height % 2
+            video.pix_fmt = "yuv420p"
+            video.codec_context.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            self._streams["video"] = video
+            self.video = {"codec": "h264", "width": video.width, "height": video.height}
+        self._container = c
+        for item in pending:
+            self._write(*item)
+
+    def _write(self, kind: str, frame: Any, arrival: float) -> None:
+        if kind not in self._streams:
+            return
+        at = self._clocks[kind].place(frame.time, arrival)
+        if kind == "audio":
+            self._write_audio(frame, at)
+        else:
+            self._write_video(frame, at)
+        self.duration = max(self._next_sample / SAMPLE_RATE, self._video_end)
+
+    def _write_audio(self, frame: av.AudioFrame, at: float) -> None:
+        target = round(at * SAMPLE_RATE)
+        if target - self._next_sample > GAP * SAMPLE_RATE:
+            self._silence(target - self._next_sample)
+        for out in self._resampler.resample(frame):
+            self._samples(out.to_ndarray().reshape(-1, 2))
+
+    def _silence(self, count: int) -> None:
+        while count > 0:
+            n = min(count, SAMPLE_RATE)
+            self._samples(np.zeros((n, 2), np.int16), mixed=False)
+            count -= n
+
+    def _samples(self, samples: np.ndarray, mixed: bool = True) -> None:
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples).reshape(1, -1), format="s16", layout="stereo"
+        )
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._next_sample
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        if mixed and self._mix is not None:
+            mono = samples.mean(axis=1, dtype=np.float32) / 32768
+            self._mix.add(self.started, self._next_sample, mono)
+        self._next_sample += len(samples)
+        self._mux("audio", frame)
+
+    def _write_video(self, frame: av.VideoFrame, at: float) -> None:
+        stream = self._streams["video"]
+        pts = max(round(at * VIDEO_CLOCK), self._last_pts + 1)
+        scaled = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+        copy = av.VideoFrame.from_ndarray(scaled.to_ndarray(), format="yuv420p")
+        copy.pts, copy.time_base = pts, fractions.Fraction(1, VIDEO_CLOCK)
+        self._last_pts = pts
+        self._video_end = pts / VIDEO_CLOCK
+        self._mux("video", copy)
+
+    def _mux(self, kind: str, frame: Any) -> None:
+        stream = self._streams[kind]
+        self._container.mux(stream.encode(frame))
+
+    def _close(self) -> None:
+        if self._container is None:
+            return
+        if "audio" in self._streams and self._video_end - self.duration_audio > GAP:
+            self._silence(round((self._video_end - self.duration_audio) * SAMPLE_RATE))
+        for stream in self._streams.values():
+            self._container.mux(stream.encode(None))
+        self._container.close()
+        self.duration = max(self.duration_audio, self._video_end)
+        self.complete = True
+
+    @property
+    def duration_audio(self) -> float:
+        return self._next_sample / SAMPLE_RATE
