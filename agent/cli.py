@@ -182,6 +182,171 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _record_command(sub: Subparsers) -> None:
+    p = sub.add_parser("record", help="record every participant of a meeting to files")
+    p.add_argument("--url", required=True, help="the Connvo deployment (or dev backend) URL")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("CONNVO_TOKEN"),
+        help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)",
+    )
+    p.add_argument("--meeting", required=True, metavar="ID")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="files + manifest.json")
+    p.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
+    p.add_argument("--mix", action="store_true", help="also write the meeting's mixed audio")
+    _ice_options(p)
+    p.set_defaults(run=_record)
+
+
+def _record(args: argparse.Namespace) -> int:
+    from agent.workers.recorder import RecordOptions, run_recorder
+
+    if not args.token:
+        raise SystemExit("connvo-agent record: a token is needed (--token or $CONNVO_TOKEN)")
+    options = RecordOptions(
+        url=args.url,
+        token=args.token,
+        meeting_id=args.meeting,
+        out=args.out,
+        mix=args.mix,
+        duration=args.duration,
+        ice_addresses=tuple(args.ice_address) if args.ice_address else None,
+        ice_policy=args.ice_policy,
+        poll=PollSettings(args.poll_fast, args.poll_idle),
+    )
+    return _run_async(run_recorder(options))
+
+
+def _load_command(sub: Subparsers) -> None:
+    p = sub.add_parser("load", help="load test: many meetings of bots, per-phase latencies, report")
+    p.add_argument("--meetings", type=int, default=1, metavar="M")
+    p.add_argument("--participants", type=int, default=4, metavar="N", help="bots per meeting")
+    p.add_argument("--duration", type=float, default=10.0, metavar="S", help="stay once joined")
+    p.add_argument("--ramp", type=float, default=10.0, metavar="R", help="bots joining per second")
+    p.add_argument("--media", choices=["none", "audio", "video", "av"], default="none")
+    p.add_argument("--video-size", default="320x240", metavar="WxH")
+    p.add_argument("--fps", type=int, default=15)
+    p.add_argument("--no-chat", action="store_true", help="open no chat channel")
+    p.add_argument("--join-timeout", type=float, default=30.0, metavar="S")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write JSON, CSV and report.html")
+    p.add_argument("--min-success", type=float, default=100.0, metavar="PCT")
+    p.add_argument("--json", action="store_true", help="print the summary as the last line")
+    p.add_argument("--workers", type=int, metavar="K", help="processes (default: one per core)")
+    p.add_argument("--ray", metavar="ADDRESS", help="Ray cluster: auto, ray://HOST:PORT, local")
+    p.add_argument("--url", help="a real deployment (default: an embedded dev backend)")
+    p.add_argument(
+        "--host-token",
+        default=os.environ.get("CONNVO_HOST_TOKEN"),
+        help="with --url: the host's token (default: $CONNVO_HOST_TOKEN)",
+    )
+    p.add_argument("--tokens", type=Path, metavar="FILE", help="with --url: a token per line")
+    p.add_argument("--poll-fast", type=float, default=0.25, metavar="S")
+    p.add_argument("--poll-idle", type=float, default=2.0, metavar="S")
+    p.set_defaults(run=_load)
+
+
+def _load(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.load.config import LoadConfig
+    from agent.load.distributed import RayMissing
+    from agent.load.metrics import exit_code
+    from agent.load.report import table, write
+    from agent.load.runner import Target, run_load
+    from signaling.errors import ConnvoError
+
+    width, _, height = args.video_size.partition("x")
+    config = LoadConfig(
+        meetings=args.meetings,
+        participants=args.participants,
+        duration=args.duration,
+        ramp=args.ramp,
+        media=args.media,
+        video_size=(int(width), int(height)),
+        fps=args.fps,
+        chat=not args.no_chat,
+        join_timeout=args.join_timeout,
+        poll_fast=args.poll_fast,
+        poll_idle=args.poll_idle,
+    )
+    target = None
+    if args.url:
+        if not args.host_token or not args.tokens:
+            raise SystemExit("connvo-agent load: --url needs --host-token and --tokens FILE")
+        tokens = tuple(t.strip() for t in args.tokens.read_text().splitlines() if t.strip())
+        target = Target(args.url, args.host_token, tokens)
+    try:
+        result = run_load(config, target=target, workers=args.workers, ray=args.ray)
+    except RayMissing as e:
+        print(f"connvo-agent load: {e}", file=sys.stderr)
+        return 2
+    except (ConnvoError, ValueError) as e:
+        print(f"connvo-agent load: {e}", file=sys.stderr)
+        return 2
+    print(table(result.summary), file=sys.stderr if args.json else sys.stdout)
+    if args.report:
+        write(result, args.report)
+        print(f"report: {args.report / 'report.html'}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.summary), flush=True)
+    return exit_code(result.summary, args.min_success)
+
+
+def _transcribe_command(sub: Subparsers) -> None:
+    p = sub.add_parser("transcribe", help="transcribe every participant of a meeting")
+    p.add_argument("--url", required=True, help="the Connvo deployment (or dev backend) URL")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("CONNVO_TOKEN"),
+        help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)",
+    )
+    p.add_argument("--meeting", required=True, metavar="ID")
+    p.add_argument("--engine", default="pocketsphinx", metavar="NAME", help="default pocketsphinx")
+    p.add_argument("--language", default="en", help="the language chunks are tagged with")
+    p.add_argument(
+        "--spool",
+        type=Path,
+        metavar="FILE",
+        help="chunks not yet accepted (default: ~/.local/state/connvo-agent/transcripts-ID.jsonl)",
+    )
+    p.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
+    p.add_argument("--quiet", action="store_true", help="do not print each chunk")
+    _ice_options(p)
+    p.set_defaults(run=_transcribe)
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from agent.room import RoomSettings
+    from agent.workers.engines import engine_named
+    from agent.workers.transcriber import TranscriberOptions, run_transcriber
+
+    if not args.token:
+        raise SystemExit("connvo-agent transcribe: a token is needed (--token or $CONNVO_TOKEN)")
+    try:
+        engine_named(args.engine)
+    except ValueError as e:
+        raise SystemExit(f"connvo-agent transcribe: {e}") from None
+    options = TranscriberOptions(
+        url=args.url,
+        token=args.token,
+        meeting_id=args.meeting,
+        engine=args.engine,
+        language=args.language,
+        spool=args.spool,
+        duration=args.duration,
+        ice_addresses=tuple(args.ice_address) if args.ice_address else None,
+        settings=RoomSettings(poll=PollSettings(args.poll_fast, args.poll_idle)),
+        quiet=args.quiet,
+    )
+    left = _run_async(run_transcriber(options))
+    if left:
+        print(
+            f"connvo-agent transcribe: {left} chunks left in the spool for the next start",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _run_async(coro: Any) -> Any:
     """asyncio.run with SIGTERM treated like Ctrl-C: the task is cancelled and leaves cleanly.
     Errors from Connvo become one line on stderr and exit code 2, never a traceback."""
@@ -211,6 +376,9 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     _token_command,
     _join_command,
     _demo_command,
+    _record_command,
+    _load_command,
+    _transcribe_command,
 ]
 
 

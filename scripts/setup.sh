@@ -10,8 +10,14 @@ command -v espeak-ng >/dev/null || need+=(espeak-ng)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]} from Debian's packages" >&2
     sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
-    $sudo_ apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+    log=$(mktemp)
+    if ! { $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        $sudo_ apt-get install -y -qq --no-install-recommends "${need[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "setup: installing ${need[*]} failed (output above)" >&2
+        exit 1
+    fi
+    rm -f "$log"
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -20,7 +26,13 @@ fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     echo "setup: installing Python packages into .venv" >&2
-    .venv/bin/pip install -q --upgrade pip >&2
-    .venv/bin/pip install -q -e '.[dev]' >&2
+    log=$(mktemp)
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } \
+        >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "setup: installing Python packages failed (output above)" >&2
+        exit 1
+    fi
+    rm -f "$log"
     rm -f .venv/.installed-* && touch "$stamp"
 fi
