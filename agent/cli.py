@@ -95,13 +95,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def _join_command(sub: Subparsers) -> None:
     p = sub.add_parser("join", help="join a meeting as one bot and print what happens")
-    p.add_argument("--url", required=True, help="the Connvo deployment (or dev backend) URL")
-    p.add_argument(
-        "--token",
-        default=os.environ.get("CONNVO_TOKEN"),
-        help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)",
-    )
-    p.add_argument("--meeting", required=True, metavar="ID")
+    _meeting_options(p)
     media = p.add_mutually_exclusive_group()
     media.add_argument(
         "--send", default="", metavar="KINDS", help="synthetic media: audio,video,screen"
@@ -113,6 +107,31 @@ def _join_command(sub: Subparsers) -> None:
     _ice_options(p)
     p.add_argument("--json", action="store_true", help="end with one JSON summary line")
     p.set_defaults(run=_join)
+
+
+def _meeting_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, help="the Connvo deployment (or dev backend) URL")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("CONNVO_TOKEN"),
+        help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)",
+    )
+    p.add_argument("--meeting", required=True, metavar="ID")
+
+
+def _token_required(args: argparse.Namespace) -> None:
+    if not args.token:
+        raise SystemExit(
+            f"connvo-agent {args.command}: a token is needed (--token or $CONNVO_TOKEN)"
+        )
+
+
+def _ice_addresses(args: argparse.Namespace) -> tuple[str, ...] | None:
+    return tuple(args.ice_address) if args.ice_address else None
+
+
+def _poll(args: argparse.Namespace) -> PollSettings:
+    return PollSettings(args.poll_fast, args.poll_idle)
 
 
 def _ice_options(p: argparse.ArgumentParser) -> None:
@@ -142,8 +161,7 @@ def _ice_options(p: argparse.ArgumentParser) -> None:
 def _join(args: argparse.Namespace) -> int:
     from agent.bot import BotOptions, run_bot
 
-    if not args.token:
-        raise SystemExit("connvo-agent join: a token is needed (--token or $CONNVO_TOKEN)")
+    _token_required(args)
     options = BotOptions(
         url=args.url,
         token=args.token,
@@ -153,9 +171,9 @@ def _join(args: argparse.Namespace) -> int:
         chat=args.chat,
         echo=args.echo,
         duration=args.duration,
-        ice_addresses=tuple(args.ice_address) if args.ice_address else None,
+        ice_addresses=_ice_addresses(args),
         ice_policy=args.ice_policy,
-        poll=PollSettings(args.poll_fast, args.poll_idle),
+        poll=_poll(args),
         json=args.json,
     )
     return _run_async(run_bot(options))
@@ -184,13 +202,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _record_command(sub: Subparsers) -> None:
     p = sub.add_parser("record", help="record every participant of a meeting to files")
-    p.add_argument("--url", required=True, help="the Connvo deployment (or dev backend) URL")
-    p.add_argument(
-        "--token",
-        default=os.environ.get("CONNVO_TOKEN"),
-        help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)",
-    )
-    p.add_argument("--meeting", required=True, metavar="ID")
+    _meeting_options(p)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="files + manifest.json")
     p.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
     p.add_argument("--mix", action="store_true", help="also write the meeting's mixed audio")
@@ -201,8 +213,7 @@ def _record_command(sub: Subparsers) -> None:
 def _record(args: argparse.Namespace) -> int:
     from agent.workers.recorder import RecordOptions, run_recorder
 
-    if not args.token:
-        raise SystemExit("connvo-agent record: a token is needed (--token or $CONNVO_TOKEN)")
+    _token_required(args)
     options = RecordOptions(
         url=args.url,
         token=args.token,
@@ -210,9 +221,9 @@ def _record(args: argparse.Namespace) -> int:
         out=args.out,
         mix=args.mix,
         duration=args.duration,
-        ice_addresses=tuple(args.ice_address) if args.ice_address else None,
+        ice_addresses=_ice_addresses(args),
         ice_policy=args.ice_policy,
-        poll=PollSettings(args.poll_fast, args.poll_idle),
+        poll=_poll(args),
     )
     return _run_async(run_recorder(options))
 
@@ -277,10 +288,7 @@ def _load(args: argparse.Namespace) -> int:
         target = Target(args.url, args.host_token, tokens)
     try:
         result = run_load(config, target=target, workers=args.workers, ray=args.ray)
-    except RayMissing as e:
-        print(f"connvo-agent load: {e}", file=sys.stderr)
-        return 2
-    except (ConnvoError, ValueError) as e:
+    except (RayMissing, ConnvoError, ValueError) as e:
         print(f"connvo-agent load: {e}", file=sys.stderr)
         return 2
     print(table(result.summary), file=sys.stderr if args.json else sys.stdout)
@@ -294,13 +302,7 @@ def _load(args: argparse.Namespace) -> int:
 
 def _transcribe_command(sub: Subparsers) -> None:
     p = sub.add_parser("transcribe", help="transcribe every participant of a meeting")
-    p.add_argument("--url", required=True, help="the Connvo deployment (or dev backend) URL")
-    p.add_argument(
-        "--token",
-        default=os.environ.get("CONNVO_TOKEN"),
-        help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)",
-    )
-    p.add_argument("--meeting", required=True, metavar="ID")
+    _meeting_options(p)
     p.add_argument("--engine", default="pocketsphinx", metavar="NAME", help="default pocketsphinx")
     p.add_argument("--language", default="en", help="the language chunks are tagged with")
     p.add_argument(
@@ -320,8 +322,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     from agent.workers.engines import engine_named
     from agent.workers.transcriber import TranscriberOptions, run_transcriber
 
-    if not args.token:
-        raise SystemExit("connvo-agent transcribe: a token is needed (--token or $CONNVO_TOKEN)")
+    _token_required(args)
     try:
         engine_named(args.engine)
     except ValueError as e:
@@ -334,8 +335,8 @@ def _transcribe(args: argparse.Namespace) -> int:
         language=args.language,
         spool=args.spool,
         duration=args.duration,
-        ice_addresses=tuple(args.ice_address) if args.ice_address else None,
-        settings=RoomSettings(poll=PollSettings(args.poll_fast, args.poll_idle)),
+        ice_addresses=_ice_addresses(args),
+        settings=RoomSettings(poll=_poll(args)),
         quiet=args.quiet,
     )
     left = _run_async(run_transcriber(options))
@@ -352,7 +353,6 @@ def _run_async(coro: Any) -> Any:
     Errors from Connvo become one line on stderr and exit code 2, never a traceback."""
     import asyncio
     import signal
-    import sys
 
     from signaling.errors import ConnvoError
 
