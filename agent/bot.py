@@ -26,7 +26,7 @@ from agent.room import JoinRequest, Room, RoomSettings
 @dataclass(frozen=True)
 class BotOptions:
     url: str
-    token: str
+    token: str = field(repr=False)  # never in logs or tracebacks
     meeting_id: str
     send: frozenset[str] = frozenset()
     play: str | None = None

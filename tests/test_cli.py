@@ -106,3 +106,18 @@ async def test_demo_json_reports_every_bot_ok():
             "join_ms",
         }
         assert bot["peers_connected"] == 2 and bot["chat_received"] == 2
+
+
+def test_options_never_show_their_token():
+    from pathlib import Path
+
+    from agent.bot import BotOptions
+    from agent.workers.recorder import RecordOptions
+    from agent.workers.transcriber import TranscriberOptions
+
+    for options in (
+        BotOptions("http://x", "tok-secret", "m"),
+        TranscriberOptions("http://x", "tok-secret", "m"),
+        RecordOptions(url="http://x", token="tok-secret", meeting_id="m", out=Path("out")),
+    ):
+        assert "tok-secret" not in repr(options)

@@ -211,7 +211,7 @@ def _safe(text: str) -> str:
 @dataclass(frozen=True)
 class RecordOptions:
     url: str
-    token: str
+    token: str = field(repr=False)  # never in logs or tracebacks
     meeting_id: str
     out: Path
     mix: bool = False

@@ -32,15 +32,18 @@ log = logging.getLogger(__name__)
 
 Submit = Callable[[str, Utterance, Transcript], None]
 
-REQUEST = JoinRequest(
-    outgoing=Outgoing(), transcribe=True, receive=frozenset({"audio"}), chat=False
-)
+
+def request() -> JoinRequest:
+    """Receive-only audio, no chat; asks for `transcription`, so a room without it refuses."""
+    return JoinRequest(
+        outgoing=Outgoing(), transcribe=True, receive=frozenset({"audio"}), chat=False
+    )
 
 
 @dataclass(frozen=True)
 class TranscriberOptions:
     url: str
-    token: str
+    token: str = field(repr=False)  # never in logs or tracebacks
     meeting_id: str
     engine: str = "pocketsphinx"
     language: str = "en"
@@ -157,7 +160,7 @@ async def run_transcriber(options: TranscriberOptions) -> int:
         options.url,
         options.token,
         options.meeting_id,
-        request=REQUEST,
+        request=request(),
         ice=IceOptions(addresses=options.ice_addresses),
         settings=options.settings,
     )
