@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 from conftest import Backend
 from test_room import room
 
+from agent.bot import BotOptions
 from agent.media.sources import Outgoing
+from agent.workers.recorder import RecordOptions
+from agent.workers.transcriber import TranscriberOptions
 
 
 async def connvo_agent(*args: str, timeout: float = 60) -> tuple[int, str, str]:
@@ -109,12 +113,6 @@ async def test_demo_json_reports_every_bot_ok():
 
 
 def test_options_never_show_their_token():
-    from pathlib import Path
-
-    from agent.bot import BotOptions
-    from agent.workers.recorder import RecordOptions
-    from agent.workers.transcriber import TranscriberOptions
-
     for options in (
         BotOptions("http://x", "tok-secret", "m"),
         TranscriberOptions("http://x", "tok-secret", "m"),
