@@ -35,9 +35,13 @@ class DemoReport:
     ok: bool
     meetingId: str
     participants: list[BotReport] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    """userId -> the bot's name, for people reading the table."""
 
     def as_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["names"]
+        return data
 
 
 @dataclass
@@ -45,6 +49,7 @@ class _Bot:
     name: str
     room: Room
     say: Callable[..., None]
+    names: dict[str, str]
     peers: set[str] = field(default_factory=set)
     chat_from: set[str] = field(default_factory=set)
     tracks: list[RemoteTrack] = field(default_factory=list)
@@ -53,7 +58,8 @@ class _Bot:
         async for event in self.room.events():
             if isinstance(event, ParticipantJoined):
                 self.peers.add(event.user_id)
-                self.say(f"  {self.name}: connected to {event.user_id}", flush=True)
+                other = self.names.get(event.user_id, event.user_id)
+                self.say(f"  {self.name}: connected to {other}", flush=True)
             elif isinstance(event, ChatMessage):
                 self.chat_from.add(event.sender)
             elif isinstance(event, TrackReceived):
@@ -92,6 +98,7 @@ async def _meeting(
     say = _silent if quiet else print
     names = [f"bot{i + 1}" for i in range(n)]
     tokens = {name: server.token(name) for name in names}
+    names_by_id = {server.user_id(name): name for name in names}
     meeting_id = await setup_meeting(server.url, [tokens[name] for name in names])
     say(f"meeting {meeting_id} on {server.url}: {n} bots joining", flush=True)
     bots = [
@@ -106,6 +113,7 @@ async def _meeting(
                 settings=settings,
             ),
             say,
+            names_by_id,
         )
         for name in names
     ]
@@ -130,7 +138,7 @@ async def _meeting(
         and r.video_frames_received > 0
         for r in reports
     )
-    return DemoReport(ok=ok, meetingId=meeting_id, participants=reports)
+    return DemoReport(ok=ok, meetingId=meeting_id, participants=reports, names=names_by_id)
 
 
 async def setup_meeting(url: str, tokens: list[str], title: str = "connvo-agent demo") -> str:
@@ -159,11 +167,12 @@ async def _until(condition, timeout: float) -> None:
 
 def print_report(report: DemoReport) -> None:
     print(f"\nmeeting {report.meetingId}: {'OK' if report.ok else 'NOT OK'}")
-    header = ("participant", "peers", "chat in", "audio fr", "video fr", "join ms")
-    print("{:32} {:>5} {:>7} {:>9} {:>9} {:>8}".format(*header))
+    header = ("bot", "userId", "peers", "chat in", "audio fr", "video fr", "join ms")
+    print("{:6} {:30} {:>5} {:>7} {:>9} {:>9} {:>8}".format(*header))
     for p in report.participants:
         join = "-" if p.join_ms is None else f"{p.join_ms:.0f}"
+        name = report.names.get(p.userId, "")
         print(
-            f"{p.userId:32} {p.peers_connected:>5} {p.chat_received:>7} "
+            f"{name:6} {p.userId:30} {p.peers_connected:>5} {p.chat_received:>7} "
             f"{p.audio_frames_received:>9} {p.video_frames_received:>9} {join:>8}"
         )
