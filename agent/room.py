@@ -445,9 +445,19 @@ class Room:
         if self._leaving:
             coro.close()
             return
-        task = asyncio.create_task(self._guard(coro), context=self._context)
+        task = asyncio.create_task(coro, context=self._context)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        """Logs what a background task raised; the coroutine runs unwrapped, so a task cancelled
+        before it started leaves no "never awaited" coroutine behind."""
+        self._tasks.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, ConnvoError):
+            log.warning("%s", error)
+        elif error is not None:
+            log.error("background task failed", exc_info=error)
 
     async def _in_context(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return await asyncio.create_task(coro, context=self._context)

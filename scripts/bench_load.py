@@ -3,14 +3,19 @@ the same run on this machine; then the 200-participant target (50 meetings x 4, 
 
 Each measurement is one load in one worker process (the dev backend runs in its own process and is
 not counted): meetings of 4 bots stay `--duration` seconds once all have joined, and the worker's
-CPU time is read over that steady window. participants per core = bots / (CPU s / wall s).
+CPU time is read over that steady window. participants per core = bots / (CPU s / wall s) ("raw").
+The frames each bot receives per remote stream in the same window are counted too: a starved
+worker (senders or receivers falling behind) is not cheap, it is failing, so "at rate" scales
+raw by the share of the asked frame rate that arrived, and the sizes default to loads where each
+side still delivers what it can (naive av cannot reach 15 fps with even one meeting of 4 here).
+Both sides use the same signaling path, window, media and frame rates.
 
 - ours: media encoded once per process and fanned out as packets; remote media counted, not decoded.
 - naive: what plain aiortc bots do: each bot makes its own frames, every sender encodes them
   (one VP8 / Opus encoder per peer connection), every receiver decodes.
 
-    .venv/bin/python scripts/bench_load.py            # about 3 minutes on 2 cores
-    .venv/bin/python scripts/bench_load.py --json --skip-target
+    .venv/bin/python scripts/bench_load.py            # about 4 minutes on 2 cores
+    .venv/bin/python scripts/bench_load.py --json --skip-target --media av
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from agent.load.worker import Worker
 from signaling.devserver.process import DevServer
 
 SETTLE = 2.0  # seconds after the last bot is ready before the CPU window opens
+AUDIO_FPS = 50  # 20 ms Opus frames, one per RTP packet, for both kinds of bots
 
 
 async def _steady_cpu(config: LoadConfig, plans, window: float) -> dict:
@@ -40,12 +46,40 @@ async def _steady_cpu(config: LoadConfig, plans, window: float) -> dict:
         await asyncio.sleep(0.2)
     await asyncio.sleep(SETTLE)
     meter = UsageMeter("bench")
+    frames0 = _frames(worker)
     cpu0, wall0 = meter.cpu_seconds(), time.monotonic()
     await asyncio.sleep(window)
     cpu, wall = meter.cpu_seconds() - cpu0, time.monotonic() - wall0
+    frames = _frames(worker)
     result = await task
     ok = sum(r.ok for r in result.records)
-    return {"bots": config.bots, "ok": ok, "cpu_fraction": round(cpu / wall, 3)}
+    streams = config.bots * (config.participants - 1)  # remote streams of each kind received
+    fps = {k: round((frames[k] - frames0[k]) / wall / streams, 1) for k in config.kinds}
+    # The share of the media asked for that arrived: a starved sender (or receiver) is not cheap.
+    target = {"audio": AUDIO_FPS, "video": config.fps}
+    delivered = min([min(1.0, fps[k] / target[k]) for k in config.kinds] or [1.0])
+    return {
+        "bots": config.bots,
+        "ok": ok,
+        "cpu_fraction": round(cpu / wall, 3),
+        "fps_in": fps,
+        "delivered": round(delivered, 3),
+    }
+
+
+def _frames(worker: Worker) -> dict[str, int]:
+    """Frames received so far by every bot of the worker, per kind: counted (ours, per RTP
+    frame) or decoded (naive), so a starved sender shows as a low received frame rate."""
+    total = {"audio": 0, "video": 0}
+    for bot in worker._bots:
+        room = bot.room
+        for kind in total:
+            if room.received is not None:
+                count = room.received.kinds.get(kind)
+                total[kind] += count.frames if count else 0
+            else:
+                total[kind] += sum(p.frames_received(kind) for p in room.peers.values())
+    return total
 
 
 def _measure_in_child(config: LoadConfig, url: str, tokens: list[str], host: str, window: float):
@@ -60,18 +94,26 @@ def measure(server: DevServer, config: LoadConfig, window: float, tag: str) -> d
     host = server.token(f"{tag}-host")
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         out = pool.apply(_measure_in_child, (config, server.url, tokens, host, window))
-    out["per_core"] = round(out["bots"] / max(out["cpu_fraction"], 1e-3), 1)
+    cpu = max(out["cpu_fraction"], 1e-3)
+    out["per_core_raw"] = round(out["bots"] / cpu, 1)
+    out["per_core"] = round(out["bots"] * out["delivered"] / cpu, 1)
     return out
 
 
 def bench(args: argparse.Namespace) -> dict:
     results: dict = {"participants_per_core": {}}
-    sizes = {"none": args.meetings_none, "audio": args.meetings_audio, "av": args.meetings_av}
+    sizes = {
+        "none": (args.meetings_none, args.naive_none),
+        "audio": (args.meetings_audio, args.naive_audio),
+        "av": (args.meetings_av, args.naive_av),
+    }
     with tempfile.TemporaryDirectory(prefix="connvo-bench-") as data, DevServer(Path(data)) as srv:
-        for media, meetings in sizes.items():
+        for media, (meetings, naive_meetings) in sizes.items():
+            if media not in args.media:
+                continue
             row = {}
             for variant, shared in (("ours", True), ("naive", False)):
-                n = meetings if shared else max(1, meetings // args.naive_divisor)
+                n = meetings if shared else naive_meetings
                 config = LoadConfig(
                     meetings=n,
                     participants=4,
@@ -87,6 +129,7 @@ def bench(args: argparse.Namespace) -> dict:
                 row[variant] = measure(srv, config, args.window, f"{media}-{variant}")
                 print(f"{media:5} {variant:5}: {row[variant]}", flush=True)
             row["ratio"] = round(row["ours"]["per_core"] / row["naive"]["per_core"], 2)
+            row["ratio_raw"] = round(row["ours"]["per_core_raw"] / row["naive"]["per_core_raw"], 2)
             results["participants_per_core"][media] = row
     if not args.skip_target:
         config = LoadConfig(
@@ -95,11 +138,15 @@ def bench(args: argparse.Namespace) -> dict:
         target = run_load(replace(config), workers=None, quiet=True).summary
         results["target_200_none"] = {
             "success_rate": target["success_rate"],
-            "connected_p95_ms": target["phases_ms"]["connected"].get("p95"),
-            "connected_p50_ms": target["phases_ms"]["connected"].get("p50"),
+            "failures": target["failures"],
+            "phases_ms": {p: d for p, d in target["phases_ms"].items() if d["count"]},
             "load_generator": target["load_generator"],
         }
     return results
+
+
+def _fps(m: dict) -> str:
+    return " ".join(f"{k[0]}{v:g}" for k, v in m["fps_in"].items()) or "-"
 
 
 def main() -> None:
@@ -107,25 +154,42 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0, help="CPU window, seconds")
     parser.add_argument("--ramp", type=float, default=10.0)
     parser.add_argument("--meetings-none", type=int, default=12)
-    parser.add_argument("--meetings-audio", type=int, default=8)
-    parser.add_argument("--meetings-av", type=int, default=4)
-    parser.add_argument("--naive-divisor", type=int, default=2, help="naive bots: fewer meetings")
+    parser.add_argument("--meetings-audio", type=int, default=6)
+    parser.add_argument("--meetings-av", type=int, default=3)
+    # Sizes where one worker still delivers (nearly) the asked frame rate; more only starves.
+    # Naive av cannot: one meeting of 4 already gets ~10 of 15 fps on this 2-core machine.
+    parser.add_argument("--naive-none", type=int, default=6, help="naive bots: meetings")
+    parser.add_argument("--naive-audio", type=int, default=1)
+    parser.add_argument("--naive-av", type=int, default=1)
     parser.add_argument("--target-ramp", type=float, default=10.0)
+    parser.add_argument("--media", nargs="+", default=["none", "audio", "av"])
     parser.add_argument("--skip-target", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     r = bench(args)
     print("\nparticipants per core (320x240@15 for video; 1.0 core = 100% of one core)")
-    print(f"{'media':6} {'ours':>8} {'naive':>8} {'ratio':>6}")
+    print("raw = bots / cores used; at rate = raw x delivered (received frame rate / asked, <= 1)")
+    print(
+        f"{'media':6} {'ours':>6} {'naive':>6} {'ratio':>6}  {'ours':>6} {'naive':>6} {'ratio':>6}"
+        f"   frames/s per stream, ours | naive"
+    )
+    print(f"{'':6} {'raw':>20}  {'at rate':>20}")
     for media, row in r["participants_per_core"].items():
-        ours, naive = row["ours"]["per_core"], row["naive"]["per_core"]
-        print(f"{media:6} {ours:>8.1f} {naive:>8.1f} {row['ratio']:>5.1f}x")
+        ours, naive = row["ours"], row["naive"]
+        print(
+            f"{media:6} {ours['per_core_raw']:>6.1f} {naive['per_core_raw']:>6.1f}"
+            f" {row['ratio_raw']:>5.1f}x  {ours['per_core']:>6.1f} {naive['per_core']:>6.1f}"
+            f" {row['ratio']:>5.1f}x   {_fps(ours)} | {_fps(naive)}"
+        )
     if "target_200_none" in r:
         t = r["target_200_none"]
-        print(
-            f"\n50 meetings x 4, media none: success {t['success_rate']:.1f}%,"
-            f" connected p50 {t['connected_p50_ms']} ms, p95 {t['connected_p95_ms']} ms"
-        )
+        print(f"\n50 meetings x 4, media none: success {t['success_rate']:.1f}% {t['failures']}")
+        print(f"{'phase (ms)':18} {'count':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}")
+        for phase, d in t["phases_ms"].items():
+            print(
+                f"{phase:18} {d['count']:>6} {d['p50']:>8.0f} {d['p95']:>8.0f}"
+                f" {d['p99']:>8.0f} {d['max']:>8.0f}"
+            )
     if args.json:
         print(json.dumps(r))
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from agent.events import ChatMessage, ConnectionStateChanged, Event, TrackReceived
 from agent.ice import IceOptions
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
+from agent.load.http import load_http
 from agent.load.metrics import BotRecord
 from agent.media.encoded import SharedOutgoing
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
@@ -68,7 +69,7 @@ class LoadBot:
                 discovery_interval=config.discovery_interval,
                 quality_interval=config.quality_interval,
             ),
-            api=ConnvoAPI(plan.url, spec.token),
+            api=ConnvoAPI(plan.url, spec.token, http=load_http()),  # type: ignore[arg-type]
         )
         self._ice_failed = False
         self._chat_from: set[str] = set()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from agent.load.bot import LoadBot, MeetingState
 from agent.load.config import LoadConfig, MeetingPlan
+from agent.load.http import load_http
 from agent.load.metrics import BotRecord, Usage, UsageMeter
 
 SAMPLE_EVERY = 1.0
@@ -63,6 +64,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
             result.usage.append(self._meter.read())
+            await load_http().aclose()
         return result
 
     async def _sample(self, into: list[Usage]) -> None:

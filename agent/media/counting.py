@@ -1,11 +1,15 @@
 """Receivers that count instead of decoding, for load bots whose remote media nobody reads.
 
-aiortc's RTCRtpReceiver reassembles frames from RTP packets (its jitter buffer, which also sends
-NACKs and PLIs) and puts each encoded frame on a queue read by a decoder thread of its own. For a
-room joined with `JoinRequest(decode=False)` the receiver gets a `_CountingQueue` in place of that
-input queue, just before `receive()` starts it: encoded frames are counted (frames, bytes, time of
-the first) and dropped; the decoder thread sees the counting queue and returns at once. RTP, RTCP
-and getStats work as before; the remote track yields no frames and ends when the receiver stops.
+aiortc's RTCRtpReceiver handles each RTP packet in Python: the remote bitrate estimator, NACK
+generation, depayloading, the jitter buffer that reassembles frames, then a queue read by a
+decoder thread of its own. A receiver of a room joined with `JoinRequest(decode=False)` does none
+of that: it keeps the per-stream statistics that getStats and the RTCP receiver reports read
+(packets, loss, jitter), and counts frames and bytes at the RTP level: every audio packet is a
+frame, a video frame ends with the marker bit; bytes are RTP payload bytes. Its decoder queue is a
+`_CountingQueue` (set just before `receive()` starts it), so no decoder thread runs; the remote
+track yields no frames and ends when the receiver stops. Without a jitter buffer there are no
+NACKs and no PLIs: on a lossy path loss is counted, not repaired (the shared feeds send a keyframe
+every 2 s anyway).
 
 Like `agent.ice`, this patches aiortc once, at import, and decides per call from a context variable
 that the Room sets in its own context (`COUNTED`), so counting and decoding rooms share a process.
@@ -20,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import rtcrtpreceiver
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 
 
 @dataclass
@@ -37,11 +42,13 @@ class ReceiveTally:
     on_first: Callable[[str], None] = field(default=lambda kind: None, repr=False)
     kinds: dict[str, KindCount] = field(default_factory=dict)
 
-    def add(self, kind: str, size: int) -> None:
-        count = self.kinds.setdefault(kind, KindCount())
-        count.frames += 1
+    def add(self, kind: str, size: int, frames: int = 1) -> None:
+        count = self.kinds.get(kind)
+        if count is None:
+            count = self.kinds[kind] = KindCount()
+        count.frames += frames
         count.bytes += size
-        if count.first_at is None:
+        if count.first_at is None and count.frames:
             count.first_at = time.monotonic()
             self.on_first(kind)
 
@@ -65,6 +72,7 @@ class _CountingQueue:
 
 
 _receive = RTCRtpReceiver.receive
+_handle_rtp_packet = RTCRtpReceiver._handle_rtp_packet
 _decoder_worker = rtcrtpreceiver.decoder_worker
 
 
@@ -72,7 +80,31 @@ async def _counting_receive(self: RTCRtpReceiver, parameters: Any) -> None:
     tally = COUNTED.get()
     if tally is not None and not self._RTCRtpReceiver__started:  # type: ignore[attr-defined]
         self._RTCRtpReceiver__decoder_queue = _CountingQueue(tally, self.track)  # type: ignore[attr-defined]
+        self._connvo_tally = tally  # type: ignore[attr-defined]
     await _receive(self, parameters)
+
+
+async def _counting_rtp(self: RTCRtpReceiver, packet: Any, arrival_time_ms: int) -> None:
+    tally: ReceiveTally | None = getattr(self, "_connvo_tally", None)
+    if tally is None:
+        return await _handle_rtp_packet(self, packet, arrival_time_ms)
+    if not self._enabled:
+        return None
+    streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+    stream = streams.get(packet.ssrc)
+    if stream is None:
+        codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
+        if codec is None:
+            return None
+        stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stream.connvo_rtx = is_rtx(codec)  # type: ignore[attr-defined]
+    stream.add(packet)
+    if stream.connvo_rtx:  # type: ignore[attr-defined]
+        return None  # a retransmission: in the stream's statistics, not counted again
+    kind = self.track.kind
+    frames = 1 if kind == "audio" else packet.marker
+    tally.add(kind, len(packet.payload), frames)
+    return None
 
 
 def _worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -> None:
@@ -82,4 +114,5 @@ def _worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -> None:
 
 
 RTCRtpReceiver.receive = _counting_receive  # type: ignore[method-assign]
+RTCRtpReceiver._handle_rtp_packet = _counting_rtp  # type: ignore[method-assign]
 rtcrtpreceiver.decoder_worker = _worker

@@ -6,7 +6,8 @@ A `SharedFeed` encodes the synthetic tone or test pattern once, with a keyframe 
 RTCRtpSender takes an `av.Packet` from `track.recv()` and only packetizes it (`encoder.pack()`:
 the VP8 payload descriptor, the RTP timestamp from pts); it never encodes. A sender subscribing
 mid-stream starts at a keyframe (it asks for one; see KEYFRAME_ON_JOIN), so a late joiner's
-receivers can decode what they get.
+receivers can decode what they get. Senders of shared packets run a leaner RTP loop than
+aiortc's (see `_run_rtp_packets` below).
 
     outgoing = SharedOutgoing.synthetic(audio=True, video=True, size=(320, 240), fps=15)
 """
@@ -15,20 +16,31 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, clock
+from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpsender import RTCRtpSender, random_sequence_number
+from aiortc.rtp import RtpPacket
+from aiortc.utils import random32, uint16_add, uint32_add
 
 from agent.media.sources import SAMPLE_RATE, VIDEO_CLOCK, Outgoing, PatternTrack, ToneTrack
+
+log = logging.getLogger(__name__)
 
 KEYFRAME_INTERVAL = 2.0
 KEYFRAME_ON_JOIN = 0.5
 """A new sender asks for a keyframe, granted at most this often (a burst of joiners gets one)."""
 AUDIO_BITRATE = 32_000
 VIDEO_BITRATE = 300_000
+VIEW_BACKLOG = 8
+"""Packets a sender may lag behind its feed before it skips the oldest."""
 
 
 class SharedFeed:
@@ -109,32 +121,122 @@ class SharedFeed:
 
 
 class _PacketView(MediaStreamTrack):
-    """One sender's view of a feed; waits for a keyframe before its first packet."""
+    """One sender's view of a feed; waits for a keyframe before its first packet.
+
+    A deque and one waiter rather than an asyncio.Queue: `put` runs for every sender on every
+    packet, so it is kept to an append and at most one wake-up."""
 
     def __init__(self, feed: SharedFeed) -> None:
         super().__init__()
         self.kind = feed.kind
         self._feed = feed
         self._synced = feed.kind == "audio"
-        self._queue: asyncio.Queue[av.Packet] = asyncio.Queue(8)
+        self._packets: deque[av.Packet] = deque(maxlen=VIEW_BACKLOG)
+        self._waiter: asyncio.Future[None] | None = None
 
     def put(self, packet: av.Packet) -> None:
         if not self._synced:
             if not packet.is_keyframe:
                 return
             self._synced = True
-        if self._queue.full():
-            self._queue.get_nowait()  # a slow sender skips packets, never holds the others back
-        self._queue.put_nowait(packet)
+        self._packets.append(packet)  # full: a slow sender skips the oldest, never holds others
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
+        while not self._packets:
+            if self.readyState == "ended":
+                raise MediaStreamError
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
         if self.readyState == "ended":
             raise MediaStreamError
-        return await self._queue.get()
+        return self._packets.popleft()
 
     def stop(self) -> None:
         super().stop()
         self._feed.unsubscribe(self)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+# --- sending pre-encoded packets -----------------------------------------------------------------
+#
+# aiortc's RTCRtpSender._run_rtp builds an RtpPacket and serializes it (header extensions
+# included) for every RTP packet. A sender whose track is a _PacketView runs the loop below
+# instead: one header per frame (every packet of a frame shares its timestamp and abs-send-time),
+# then per packet only the marker bit and sequence number are written before SRTP and send.
+# What it leaves out: the RTP history that answers NACKs with retransmissions (load receivers
+# count and never NACK; a lost packet stays lost) and the debug log. RTCP sender reports and
+# stats read the same counters as before. Every other sender runs aiortc's own loop.
+
+_run_rtp = RTCRtpSender._run_rtp
+
+
+async def _run_rtp_packets(self: RTCRtpSender, codec: Any) -> None:
+    if not isinstance(self._RTCRtpSender__track, _PacketView):  # type: ignore[attr-defined]
+        return await _run_rtp(self, codec)
+    self._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
+    extensions_map = self._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+    mid = self._RTCRtpSender__mid  # type: ignore[attr-defined]
+    payload_type = codec.payloadType
+    sequence_number = random_sequence_number()
+    timestamp_origin = random32()
+    encoder = None
+    try:
+        while True:
+            track = self._RTCRtpSender__track  # type: ignore[attr-defined]
+            if not track:
+                await asyncio.sleep(0.02)
+                continue
+            if not isinstance(track, _PacketView):  # replaced by a track of frames
+                return await _run_rtp(self, codec)
+            packet = await track.recv()
+            if not self._enabled:
+                continue
+            if encoder is None:
+                encoder = self._RTCRtpSender__encoder = get_encoder(codec)  # type: ignore[attr-defined]
+            payloads, timestamp = encoder.pack(packet)
+            if not payloads:
+                continue
+            head = RtpPacket(
+                payload_type=payload_type, timestamp=uint32_add(timestamp_origin, timestamp)
+            )
+            head.ssrc = self._ssrc
+            head.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+            head.extensions.mid = mid
+            header = bytearray(head.serialize(extensions_map))
+            last, octets = len(payloads) - 1, 0
+            transport = self.transport
+            for i, payload in enumerate(payloads):
+                header[1] = (0x80 if i == last else 0) | payload_type
+                header[2] = sequence_number >> 8
+                header[3] = sequence_number & 0xFF
+                await transport._send_rtp(bytes(header) + payload)
+                sequence_number = uint16_add(sequence_number, 1)
+                octets += len(payload)
+            self._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()  # type: ignore[attr-defined]
+            self._RTCRtpSender__rtp_timestamp = head.timestamp  # type: ignore[attr-defined]
+            self._RTCRtpSender__octet_count += octets  # type: ignore[attr-defined]
+            self._RTCRtpSender__packet_count += len(payloads)  # type: ignore[attr-defined]
+    except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+        pass
+    except Exception:
+        log.warning("sending shared packets failed", exc_info=True)
+    track = self._RTCRtpSender__track  # type: ignore[attr-defined]
+    if track:
+        track.stop()
+        self._RTCRtpSender__track = None  # type: ignore[attr-defined]
+    self._RTCRtpSender__encoder = None  # type: ignore[attr-defined]
+    self._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
+    return None
+
+
+RTCRtpSender._run_rtp = _run_rtp_packets  # type: ignore[method-assign]
 
 
 _feeds: dict[tuple[object, ...], SharedFeed] = {}
