@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 MAX_SDP = 64 * 1024
 CLOSE_TIMEOUT = 5.0
-LABELS = ("audio", "camera", "screen")
 
 
 @dataclass
@@ -83,10 +82,6 @@ class Peer:
 
     def __repr__(self) -> str:
         return f"Peer({self.user_id!r}, session={self.session_id!r}, state={self.state!r})"
-
-    @property
-    def awaiting_answer(self) -> bool:
-        return self._answer_timer is not None
 
     @property
     def negotiating(self) -> bool:
@@ -219,13 +214,12 @@ class Peer:
 
         @pc.on("iceconnectionstatechange")
         def _ice_state() -> None:
-            if pc is self.pc and pc.iceConnectionState == "failed" and self.state != "failed":
-                self._set_state("failed")
-
-        @pc.on("iceconnectionstatechange")
-        def _ice_progress() -> None:
-            if pc is self.pc and pc.iceConnectionState in ("connected", "completed"):
+            if pc is not self.pc:
+                return
+            if pc.iceConnectionState in ("connected", "completed"):
                 self.mesh.mark("ice_connected")
+            elif pc.iceConnectionState == "failed" and self.state != "failed":
+                self._set_state("failed")
 
         @pc.on("connectionstatechange")
         def _state() -> None:

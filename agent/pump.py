@@ -46,7 +46,6 @@ class SignalPump:
         self._wake = asyncio.Event()
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
-        self.polls = 0
 
     def nudge(self) -> None:
         self._wake.set()
@@ -72,7 +71,6 @@ class SignalPump:
 
     async def poll_once(self) -> int:
         """Handle one page of signals; answers how many came back."""
-        self.polls += 1
         signals = await self._api.pending_signals(self._meeting_id)
         done: list[str] = []
         for signal in signals:

@@ -43,10 +43,6 @@ class RemoteTrack:
         finally:
             self._readers.discard(queue)
 
-    @property
-    def ended(self) -> bool:
-        return self._task.done()
-
     async def _drain(self) -> None:
         try:
             while True:
