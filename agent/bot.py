@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agent.events import (
     ChatMessage,
@@ -16,26 +16,19 @@ from agent.events import (
     ParticipantLeft,
     TrackReceived,
 )
-from agent.ice import IceOptions, IcePolicy
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
-from agent.pump import PollSettings
-from agent.room import JoinRequest, Room, RoomSettings
+from agent.room import JoinRequest, JoinTarget
 
 
 @dataclass(frozen=True)
 class BotOptions:
-    url: str
-    token: str = field(repr=False)  # never in logs or tracebacks
-    meeting_id: str
+    target: JoinTarget
     send: frozenset[str] = frozenset()
     play: str | None = None
     chat: str | None = None
     echo: bool = False
     duration: float | None = None
-    ice_addresses: tuple[str, ...] | None = None
-    ice_policy: IcePolicy = "all"
-    poll: PollSettings = field(default_factory=PollSettings)
     json: bool = False
 
     def outgoing(self) -> Outgoing:
@@ -52,20 +45,14 @@ async def run_bot(options: BotOptions) -> int:
         outgoing = options.outgoing()
     except ValueError as e:
         raise SystemExit(f"connvo-agent join: {e}") from None
-    room = Room(
-        options.url,
-        options.token,
-        options.meeting_id,
-        request=JoinRequest(outgoing=outgoing, screen_share=outgoing.screen is not None),
-        ice=IceOptions(addresses=options.ice_addresses, policy=options.ice_policy),
-        settings=RoomSettings(poll=options.poll),
-    )
+    target = options.target
+    room = target.room(JoinRequest(outgoing=outgoing, screen_share=outgoing.screen is not None))
     events = room.events()
     tracks: list[RemoteTrack] = []
     chat = {"sent": 0, "received": 0}
     started = time.monotonic()
     async with room:
-        _say(f"joined meeting {options.meeting_id} as {room.user_id} (session {room.session_id})")
+        _say(f"joined meeting {target.meeting_id} as {room.user_id} (session {room.session_id})")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(options.duration):
                 async for event in events:
@@ -82,7 +69,7 @@ async def run_bot(options: BotOptions) -> int:
                             chat["sent"] += 1
         summary = {
             "ok": True,
-            "meetingId": options.meeting_id,
+            "meetingId": target.meeting_id,
             "userId": room.user_id,
             "peers": sorted(room.peers),
             "chat_sent": chat["sent"],

@@ -13,9 +13,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.pump import PollSettings
+
+if TYPE_CHECKING:
+    from agent.room import JoinTarget
 
 Subparsers = Any  # argparse's _SubParsersAction, which is private
 
@@ -119,19 +122,23 @@ def _meeting_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meeting", required=True, metavar="ID")
 
 
-def _token_required(args: argparse.Namespace) -> None:
+def _target(args: argparse.Namespace) -> JoinTarget:
+    """The JoinTarget of the meeting, token, ICE and poll options."""
+    from agent.ice import IceOptions
+    from agent.room import JoinTarget, RoomSettings
+
     if not args.token:
         raise SystemExit(
             f"connvo-agent {args.command}: a token is needed (--token or $CONNVO_TOKEN)"
         )
-
-
-def _ice_addresses(args: argparse.Namespace) -> tuple[str, ...] | None:
-    return tuple(args.ice_address) if args.ice_address else None
-
-
-def _poll(args: argparse.Namespace) -> PollSettings:
-    return PollSettings(args.poll_fast, args.poll_idle)
+    addresses = tuple(args.ice_address) if args.ice_address else None
+    return JoinTarget(
+        url=args.url,
+        token=args.token,
+        meeting_id=args.meeting,
+        ice=IceOptions(addresses=addresses, policy=args.ice_policy),
+        settings=RoomSettings(poll=PollSettings(args.poll_fast, args.poll_idle)),
+    )
 
 
 def _ice_options(p: argparse.ArgumentParser) -> None:
@@ -161,19 +168,13 @@ def _ice_options(p: argparse.ArgumentParser) -> None:
 def _join(args: argparse.Namespace) -> int:
     from agent.bot import BotOptions, run_bot
 
-    _token_required(args)
     options = BotOptions(
-        url=args.url,
-        token=args.token,
-        meeting_id=args.meeting,
+        target=_target(args),
         send=frozenset(k for k in args.send.split(",") if k),
         play=args.play,
         chat=args.chat,
         echo=args.echo,
         duration=args.duration,
-        ice_addresses=_ice_addresses(args),
-        ice_policy=args.ice_policy,
-        poll=_poll(args),
         json=args.json,
     )
     return _run_async(run_bot(options))
@@ -213,17 +214,11 @@ def _record_command(sub: Subparsers) -> None:
 def _record(args: argparse.Namespace) -> int:
     from agent.workers.recorder import RecordOptions, run_recorder
 
-    _token_required(args)
     options = RecordOptions(
-        url=args.url,
-        token=args.token,
-        meeting_id=args.meeting,
+        target=_target(args),
         out=args.out,
         mix=args.mix,
         duration=args.duration,
-        ice_addresses=_ice_addresses(args),
-        ice_policy=args.ice_policy,
-        poll=_poll(args),
     )
     return _run_async(run_recorder(options))
 
@@ -318,25 +313,19 @@ def _transcribe_command(sub: Subparsers) -> None:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from agent.room import RoomSettings
     from agent.workers.engines import engine_named
     from agent.workers.transcriber import TranscriberOptions, run_transcriber
 
-    _token_required(args)
     try:
         engine_named(args.engine)
     except ValueError as e:
         raise SystemExit(f"connvo-agent transcribe: {e}") from None
     options = TranscriberOptions(
-        url=args.url,
-        token=args.token,
-        meeting_id=args.meeting,
+        target=_target(args),
         engine=args.engine,
         language=args.language,
         spool=args.spool,
         duration=args.duration,
-        ice_addresses=_ice_addresses(args),
-        settings=RoomSettings(poll=_poll(args)),
         quiet=args.quiet,
     )
     left = _run_async(run_transcriber(options))

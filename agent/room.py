@@ -70,6 +70,28 @@ class JoinRequest:
     """False: remote media is counted (frames, bytes), never decoded; see agent.media.counting."""
 
 
+@dataclass(frozen=True)
+class JoinTarget:
+    """Where and how a participant joins: the deployment, the user's token, the meeting, ICE
+    and polling. Every command that joins (bots, workers) takes one."""
+
+    url: str
+    token: str = field(repr=False)  # never in logs or tracebacks
+    meeting_id: str
+    ice: IceOptions = field(default_factory=IceOptions)
+    settings: RoomSettings = field(default_factory=RoomSettings)
+
+    def room(self, request: JoinRequest) -> Room:
+        return Room(
+            self.url,
+            self.token,
+            self.meeting_id,
+            request=request,
+            ice=self.ice,
+            settings=self.settings,
+        )
+
+
 class Room:
     def __init__(
         self,

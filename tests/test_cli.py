@@ -12,6 +12,7 @@ from test_room import room
 
 from agent.bot import BotOptions
 from agent.media.sources import Outgoing
+from agent.room import JoinTarget
 from agent.workers.recorder import RecordOptions
 from agent.workers.transcriber import TranscriberOptions
 
@@ -113,9 +114,10 @@ async def test_demo_json_reports_every_bot_ok():
 
 
 def test_options_never_show_their_token():
+    target = JoinTarget("http://x", "tok-secret", "m")
     for options in (
-        BotOptions("http://x", "tok-secret", "m"),
-        TranscriberOptions("http://x", "tok-secret", "m"),
-        RecordOptions(url="http://x", token="tok-secret", meeting_id="m", out=Path("out")),
+        BotOptions(target),
+        TranscriberOptions(target),
+        RecordOptions(target, out=Path("out")),
     ):
         assert "tok-secret" not in repr(options)

@@ -22,7 +22,7 @@ from test_room import FAST, until
 
 from agent.ice import IceOptions
 from agent.media.sources import Outgoing
-from agent.room import JoinRequest, Room
+from agent.room import JoinRequest, JoinTarget, Room
 from agent.workers.engines import PocketSphinx
 from agent.workers.poster import Poster, ingest_args
 from agent.workers.spool import Spool
@@ -98,15 +98,8 @@ def speaker(meeting, wav: Path) -> Room:
 
 def worker(meeting, spool: Path) -> asyncio.Task[int]:
     member = meeting[1]
-    options = TranscriberOptions(
-        url=member.api.url,
-        token=member.token,
-        meeting_id=meeting.id,
-        spool=spool,
-        ice_addresses=("127.0.0.1",),
-        settings=FAST,
-        quiet=True,
-    )
+    target = JoinTarget(member.api.url, member.token, meeting.id, IceOptions.loopback(), FAST)
+    options = TranscriberOptions(target, spool=spool, quiet=True)
     return asyncio.create_task(run_transcriber(options))
 
 

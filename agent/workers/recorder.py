@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.events import ParticipantLeft, TrackReceived
-from agent.ice import IceOptions, IcePolicy
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
-from agent.pump import PollSettings
-from agent.room import JoinRequest, Room, RoomSettings
+from agent.room import JoinRequest, JoinTarget, Room
 from agent.workers import manifest
 from agent.workers.mixer import Mixer
 from agent.workers.recording import ParticipantFile, Recording
@@ -210,26 +208,14 @@ def _safe(text: str) -> str:
 
 @dataclass(frozen=True)
 class RecordOptions:
-    url: str
-    token: str = field(repr=False)  # never in logs or tracebacks
-    meeting_id: str
+    target: JoinTarget
     out: Path
     mix: bool = False
     duration: float | None = None
-    ice_addresses: tuple[str, ...] | None = None
-    ice_policy: IcePolicy = "all"
-    poll: PollSettings = field(default_factory=PollSettings)
 
 
 async def run_recorder(options: RecordOptions) -> int:
-    room = Room(
-        options.url,
-        options.token,
-        options.meeting_id,
-        request=request(),
-        ice=IceOptions(addresses=options.ice_addresses, policy=options.ice_policy),
-        settings=RoomSettings(poll=options.poll),
-    )
+    room = options.target.room(request())
     recorder = Recorder(room, options.out, mix=options.mix)
     files = await recorder.run(options.duration)
     print(f"{len(files)} files, manifest {options.out / manifest.NAME}", flush=True)

@@ -13,14 +13,13 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.events import Event, TrackReceived
-from agent.ice import IceOptions
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
-from agent.room import JoinRequest, Room, RoomSettings
+from agent.room import JoinRequest, JoinTarget, Room
 from agent.workers.engines import EnginePool, Transcript, engine_named
 from agent.workers.poster import Poster
 from agent.workers.spool import Spool
@@ -42,9 +41,7 @@ def request() -> JoinRequest:
 
 @dataclass(frozen=True)
 class TranscriberOptions:
-    url: str
-    token: str = field(repr=False)  # never in logs or tracebacks
-    meeting_id: str
+    target: JoinTarget
     engine: str = "pocketsphinx"
     language: str = "en"
     spool: Path | None = None
@@ -52,15 +49,13 @@ class TranscriberOptions:
     drain: float = 5.0
     """Seconds that stopping spends posting what is left; the rest waits for the next start."""
     workers: int = 2
-    ice_addresses: tuple[str, ...] | None = None
-    settings: RoomSettings = field(default_factory=RoomSettings)
     quiet: bool = False
 
     def spool_path(self) -> Path:
         if self.spool is not None:
             return self.spool
         state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-        return state / "connvo-agent" / f"transcripts-{self.meeting_id}.jsonl"
+        return state / "connvo-agent" / f"transcripts-{self.target.meeting_id}.jsonl"
 
 
 class Listener:
@@ -155,15 +150,9 @@ async def run_transcriber(options: TranscriberOptions) -> int:
     engine = engine_named(options.engine)
     spool = Spool(options.spool_path())
     pool = EnginePool(engine, options.workers)
-    poster = Poster(ConnvoAPI(options.url, options.token, retry=NO_RETRY), spool)
-    room = Room(
-        options.url,
-        options.token,
-        options.meeting_id,
-        request=request(),
-        ice=IceOptions(addresses=options.ice_addresses),
-        settings=options.settings,
-    )
+    target = options.target
+    poster = Poster(ConnvoAPI(target.url, target.token, retry=NO_RETRY), spool)
+    room = target.room(request())
     try:
         events = room.events()
         await asyncio.gather(room.join(), pool.warm_up())
