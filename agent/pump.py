@@ -52,12 +52,19 @@ class SignalPump:
 
     async def run(self) -> None:
         delay = self._settings.fast
+        failing = False
         while True:
             try:
                 count = await self.poll_once()
+                if failing:
+                    log.warning("reading signals works again")
+                failing = False
             except ConnvoError as e:
-                log.warning("reading signals failed: %s", e)
-                count = 0
+                # Once per outage, not once per poll: a backend down for a minute is one line.
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING, "reading signals failed: %s", e
+                )
+                failing, count = True, 0
             if count >= PAGE:
                 continue
             if count or self._busy():
