@@ -372,15 +372,18 @@ class Room:
     async def _closed(self, peer: Peer) -> None:
         """The connection closed without us: the peer left, or the network failed (aiortc
         closes itself after ICE consent expires). A leaving peer closes its session right
-        after its connection, so a session still active after a moment means a failure."""
-        await asyncio.sleep(CLOSE_GRACE)
-        active = {s.sessionId for s in await self.api.active_sessions(self.meeting_id)}
-        if self.peers.get(peer.user_id) is not peer or peer.state != "closed":
-            return  # replaced or renegotiated meanwhile
-        if peer.session_id in active:
-            await self._recover(peer)
-        else:
-            await self._drop(peer, "left")
+        after its connection, so a session still active after a moment means a failure. The
+        other side reports the same failure, which marks its session failed (not active) until
+        it pushes its state again, so one absence is not yet a leave."""
+        for _ in range(2):  # twice: the other side's own failure report hides it for a moment
+            await asyncio.sleep(CLOSE_GRACE)
+            active = {s.sessionId for s in await self.api.active_sessions(self.meeting_id)}
+            if self.peers.get(peer.user_id) is not peer or peer.state != "closed":
+                return  # replaced or renegotiated meanwhile
+            if peer.session_id in active:
+                await self._recover(peer)
+                return
+        await self._drop(peer, "left")
 
     async def _recover(self, peer: Peer) -> None:
         """Report the ICE failure; the offerer of the pair restarts when a retry is recommended.
