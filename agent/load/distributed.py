@@ -9,6 +9,8 @@ backend's URL: the embedded dev backend listens on 127.0.0.1, so it only suits a
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import time
 from collections.abc import Callable
 
@@ -26,11 +28,10 @@ class RayMissing(RuntimeError):
 
 
 def require_ray() -> None:
-    """Fails before anything is set up when Ray is missing."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise RayMissing() from None
+    """Fails before anything is set up when Ray is missing; does not import it (run_ray sets
+    the environment Ray reads at import)."""
+    if importlib.util.find_spec("ray") is None:
+        raise RayMissing()
 
 
 class LoadActor:
@@ -56,6 +57,12 @@ def run_ray(
     workers: int | None,
     progress: Callable[[dict[str, dict[str, float]]], None],
 ) -> list[WorkerResult]:
+    local = address == "local"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a load tester does not phone home
+    if local:
+        # Ray's switch for "no multi-node cluster": then a local instance binds and talks on
+        # loopback instead of this machine's network address (read when ray is imported).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
@@ -63,8 +70,8 @@ def run_ray(
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(
-            address=None if address == "local" else address,
-            num_cpus=workers if address == "local" and workers else None,
+            address=None if local else address,
+            num_cpus=workers if local and workers else None,
             include_dashboard=False,
             log_to_driver=False,
             logging_level="ERROR",
