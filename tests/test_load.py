@@ -88,8 +88,9 @@ def test_a_bad_token_fails_its_bot_when_joining_and_the_run_exits_non_zero(backe
         "UNAUTHORIZED",
     )
     assert bots[0]["ok"] and bots[2]["ok"] and bots[3]["ok"]
-    for token in tokens:
-        assert token not in done.stdout + done.stderr
+    written = "".join(f.read_text() for f in (tmp_path / "report").iterdir())
+    for token in [host, *tokens]:
+        assert token not in done.stdout + done.stderr + written
 
 
 def test_ray_missing_says_how_to_install_it(monkeypatch):
