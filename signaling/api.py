@@ -34,9 +34,6 @@ class ConnvoAPI:
     def url(self) -> str:
         return self.client.url
 
-    async def aclose(self) -> None:
-        """Nothing to release per API object; the shared pool lives as long as its event loop."""
-
     async def _call(self, path: str, **args: Any) -> Any:
         return await self.client.call(path, {k: v for k, v in args.items() if v is not None})
 
