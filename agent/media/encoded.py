@@ -30,7 +30,8 @@ from aiortc.rtcrtpsender import RTCRtpSender, random_sequence_number
 from aiortc.rtp import RtpPacket
 from aiortc.utils import random32, uint16_add, uint32_add
 
-from agent.media.sources import SAMPLE_RATE, VIDEO_CLOCK, Outgoing, PatternTrack, ToneTrack
+from agent.media.constants import SAMPLE_RATE, VIDEO_CLOCK
+from agent.media.sources import Outgoing, PatternTrack, ToneTrack
 
 log = logging.getLogger(__name__)
 

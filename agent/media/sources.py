@@ -19,9 +19,7 @@ from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
-SAMPLE_RATE = 48000
-AUDIO_PTIME = 0.02
-VIDEO_CLOCK = 90000
+from agent.media.constants import AUDIO_PTIME, SAMPLE_RATE, VIDEO_CLOCK
 
 
 class _Paced(MediaStreamTrack):

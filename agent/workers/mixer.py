@@ -16,7 +16,8 @@ from typing import Any
 import av
 import numpy as np
 
-from agent.workers.recording import END, MUXER_OPTIONS, SAMPLE_RATE, Recording
+from agent.media.constants import SAMPLE_RATE
+from agent.workers.recording import END, MUXER_OPTIONS, Recording
 
 LATENCY = 1.0
 TICK = 0.25

@@ -20,12 +20,11 @@ from typing import Any
 import av
 import numpy as np
 
+from agent.media.constants import SAMPLE_RATE, VIDEO_CLOCK
 from agent.workers.manifest import times
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 48000
-VIDEO_CLOCK = 90000
 GAP = 0.1
 """Seconds of missing audio worth filling with silence (mute, loss, a stalled peer)."""
 DRIFT = 2.0
