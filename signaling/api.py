@@ -6,12 +6,10 @@ from typing import Any
 
 import httpx
 
+from signaling import functions as fn
 from signaling import models as m
 from signaling.client import DEFAULT_RETRY, ConvexClient, RetryPolicy
-
-_W = "meetings/webrtc/index/"
-_L = "meetings/lifecycle/"
-_T = "transcripts/ingestion/"
+from signaling.functions import Function
 
 
 class ConnvoAPI:
@@ -34,19 +32,19 @@ class ConnvoAPI:
     def url(self) -> str:
         return self.client.url
 
-    async def _call(self, path: str, **args: Any) -> Any:
-        return await self.client.call(path, {k: v for k, v in args.items() if v is not None})
+    async def _call(self, function: Function, **args: Any) -> Any:
+        return await self.client.call(function, {k: v for k, v in args.items() if v is not None})
 
     # --- the room and the mesh -------------------------------------------------------------
 
     async def initialize_room(self, meeting_id: str, max_participants: int | None = None) -> m.Room:
         return await self._call(
-            _W + "initializeWebRTCRoom", meetingId=meeting_id, maxParticipants=max_participants
+            fn.INITIALIZE_WEBRTC_ROOM, meetingId=meeting_id, maxParticipants=max_participants
         )
 
     async def create_session(self, meeting_id: str, session_id: str) -> m.CreateSessionResult:
         return await self._call(
-            _W + "createWebRTCSession", meetingId=meeting_id, sessionId=session_id
+            fn.CREATE_WEBRTC_SESSION, meetingId=meeting_id, sessionId=session_id
         )
 
     async def send_description(
@@ -57,7 +55,7 @@ class ConnvoAPI:
         target_user_id: str,
     ) -> None:
         await self._call(
-            _W + "exchangeSessionDescription",
+            fn.EXCHANGE_SESSION_DESCRIPTION,
             meetingId=meeting_id,
             sessionId=session_id,
             description=description,
@@ -72,7 +70,7 @@ class ConnvoAPI:
         target_user_id: str,
     ) -> None:
         await self._call(
-            _W + "exchangeICECandidate",
+            fn.EXCHANGE_ICE_CANDIDATE,
             meetingId=meeting_id,
             sessionId=session_id,
             candidate=candidate,
@@ -83,17 +81,17 @@ class ConnvoAPI:
         self, meeting_id: str, session_id: str | None = None, last_signal_id: str | None = None
     ) -> list[m.Signal]:
         return await self._call(
-            _W + "getPendingSignals",
+            fn.GET_PENDING_SIGNALS,
             meetingId=meeting_id,
             sessionId=session_id,
             lastSignalId=last_signal_id,
         )
 
     async def mark_processed(self, signal_ids: list[str]) -> None:
-        await self._call(_W + "markSignalsProcessed", signalIds=signal_ids)
+        await self._call(fn.MARK_SIGNALS_PROCESSED, signalIds=signal_ids)
 
     async def active_sessions(self, meeting_id: str) -> list[m.ActiveSession]:
-        return await self._call(_W + "getActiveSessions", meetingId=meeting_id)
+        return await self._call(fn.GET_ACTIVE_SESSIONS, meetingId=meeting_id)
 
     async def update_session_state(
         self,
@@ -103,7 +101,7 @@ class ConnvoAPI:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         await self._call(
-            _W + "updateSessionState",
+            fn.UPDATE_SESSION_STATE,
             meetingId=meeting_id,
             sessionId=session_id,
             state=state,
@@ -111,7 +109,7 @@ class ConnvoAPI:
         )
 
     async def close_session(self, meeting_id: str, session_id: str) -> None:
-        await self._call(_W + "closeSession", meetingId=meeting_id, sessionId=session_id)
+        await self._call(fn.CLOSE_SESSION, meetingId=meeting_id, sessionId=session_id)
 
     async def report_failure(
         self,
@@ -121,7 +119,7 @@ class ConnvoAPI:
         details: str | None = None,
     ) -> m.ConnectionFailureResult:
         return await self._call(
-            _W + "handleConnectionFailure",
+            fn.HANDLE_CONNECTION_FAILURE,
             meetingId=meeting_id,
             sessionId=session_id,
             errorType=error_type,
@@ -132,49 +130,47 @@ class ConnvoAPI:
         self, meeting_id: str, session_id: str, stats: m.QualityStats | dict[str, float]
     ) -> m.QualityResult:
         return await self._call(
-            _W + "monitorConnectionQuality", meetingId=meeting_id, sessionId=session_id, stats=stats
+            fn.MONITOR_CONNECTION_QUALITY, meetingId=meeting_id, sessionId=session_id, stats=stats
         )
 
     async def access_token(self, meeting_id: str, session_id: str | None = None) -> m.AccessToken:
         return await self._call(
-            _W + "generateParticipantAccessToken", meetingId=meeting_id, sessionId=session_id
+            fn.GENERATE_PARTICIPANT_ACCESS_TOKEN, meetingId=meeting_id, sessionId=session_id
         )
 
     # --- meeting lifecycle -----------------------------------------------------------------
 
     async def create_meeting(self, title: str, **options: Any) -> m.CreateMeetingResult:
-        return await self._call(_L + "createMeeting", title=title, **options)
+        return await self._call(fn.CREATE_MEETING, title=title, **options)
 
     async def add_participant(
         self, meeting_id: str, user_id: str, role: m.Role = "participant"
     ) -> m.AddParticipantResult:
-        return await self._call(
-            _L + "addParticipant", meetingId=meeting_id, userId=user_id, role=role
-        )
+        return await self._call(fn.ADD_PARTICIPANT, meetingId=meeting_id, userId=user_id, role=role)
 
     async def start_meeting(self, meeting_id: str) -> m.StartMeetingResult:
-        return await self._call(_L + "startMeeting", meetingId=meeting_id)
+        return await self._call(fn.START_MEETING, meetingId=meeting_id)
 
     async def end_meeting(self, meeting_id: str) -> m.EndMeetingResult:
-        return await self._call(_L + "endMeeting", meetingId=meeting_id)
+        return await self._call(fn.END_MEETING, meetingId=meeting_id)
 
     async def join_meeting(self, meeting_id: str) -> m.JoinMeetingResult:
-        return await self._call(_L + "joinMeeting", meetingId=meeting_id)
+        return await self._call(fn.JOIN_MEETING, meetingId=meeting_id)
 
     async def leave_meeting(self, meeting_id: str) -> m.Success:
-        return await self._call(_L + "leaveMeeting", meetingId=meeting_id)
+        return await self._call(fn.LEAVE_MEETING, meetingId=meeting_id)
 
     async def connection_info(self, meeting_id: str) -> m.MeetingConnectionInfo:
-        return await self._call(_L + "getMeetingConnectionInfo", meetingId=meeting_id)
+        return await self._call(fn.GET_MEETING_CONNECTION_INFO, meetingId=meeting_id)
 
     async def get_meeting(self, meeting_id: str) -> m.Meeting | None:
-        return await self._call("meetings/queries/getMeeting", meetingId=meeting_id)
+        return await self._call(fn.GET_MEETING, meetingId=meeting_id)
 
     async def meeting_participants(self, meeting_id: str) -> list[m.MeetingParticipant]:
-        return await self._call("meetings/queries/listMeetingParticipants", meetingId=meeting_id)
+        return await self._call(fn.LIST_MEETING_PARTICIPANTS, meetingId=meeting_id)
 
     async def current_user(self) -> m.User | None:
-        return await self._call("users/queries/getCurrentUser")
+        return await self._call(fn.GET_CURRENT_USER)
 
     # --- transcripts ------------------------------------------------------------------------
 
@@ -190,7 +186,7 @@ class ConnvoAPI:
         is_interim: bool | None = None,
     ) -> m.IngestResult:
         return await self._call(
-            _T + "ingestTranscriptChunk",
+            fn.INGEST_TRANSCRIPT_CHUNK,
             meetingId=meeting_id,
             text=text,
             confidence=confidence,
@@ -205,7 +201,7 @@ class ConnvoAPI:
         self, meeting_id: str, from_sequence: int | None = None, limit: int | None = None
     ) -> list[m.TranscriptChunk]:
         return await self._call(
-            _T + "getTranscriptChunks",
+            fn.GET_TRANSCRIPT_CHUNKS,
             meetingId=meeting_id,
             fromSequence=from_sequence,
             limit=limit,

@@ -93,15 +93,15 @@ class ConvexClient:
     def __repr__(self) -> str:
         return f"ConvexClient({self.url!r}, token={'***' if self._token else None})"
 
-    async def call(self, path: str, args: BaseModel | dict[str, Any]) -> Any:
+    async def call(self, path: Function | str, args: BaseModel | dict[str, Any]) -> Any:
         """Validate args, run the function, validate and parse the answer."""
-        fn = FUNCTIONS[path]
+        fn = path if isinstance(path, Function) else FUNCTIONS[path]
         payload = _dump_args(fn, args)
-        value = await self.run(path, payload, retry_safe=fn.retry_safe)
+        value = await self.run(fn.path, payload, retry_safe=fn.retry_safe)
         try:
             return fn.result_adapter.validate_python(value)
         except ValidationError as e:
-            raise SchemaError(path, _field_path(e), _problem(e), direction="answer") from None
+            raise SchemaError(fn.path, _field_path(e), _problem(e), direction="answer") from None
 
     async def run(self, path: str, args: dict[str, Any], *, retry_safe: bool = False) -> Any:
         """Run any function path with raw args; answers the unwrapped `value`."""

@@ -46,44 +46,56 @@ class EmptyArgs(m.Args):
 
 _W = "meetings/webrtc/index/"
 _L = "meetings/lifecycle/"
+_Q = "meetings/queries/"
 _T = "transcripts/ingestion/"
 
+# Callers name these objects, never a path: a typo is an AttributeError at import.
+INITIALIZE_WEBRTC_ROOM = Function(_W + "initializeWebRTCRoom", m.InitializeRoomArgs, m.Room, True)
+CREATE_WEBRTC_SESSION = Function(
+    _W + "createWebRTCSession", m.SessionArgs, m.CreateSessionResult, True
+)
+EXCHANGE_SESSION_DESCRIPTION = Function(
+    _W + "exchangeSessionDescription", m.ExchangeDescriptionArgs, None, False
+)
+EXCHANGE_ICE_CANDIDATE = Function(_W + "exchangeICECandidate", m.ExchangeCandidateArgs, None, False)
+GET_PENDING_SIGNALS = Function(_W + "getPendingSignals", m.PendingSignalsArgs, list[m.Signal], True)
+MARK_SIGNALS_PROCESSED = Function(_W + "markSignalsProcessed", m.MarkProcessedArgs, None, True)
+GET_ACTIVE_SESSIONS = Function(_W + "getActiveSessions", m.MeetingArgs, list[m.ActiveSession], True)
+UPDATE_SESSION_STATE = Function(_W + "updateSessionState", m.UpdateSessionStateArgs, None, True)
+CLOSE_SESSION = Function(_W + "closeSession", m.SessionArgs, None, True)
+HANDLE_CONNECTION_FAILURE = Function(
+    _W + "handleConnectionFailure", m.ConnectionFailureArgs, m.ConnectionFailureResult, False
+)
+MONITOR_CONNECTION_QUALITY = Function(
+    _W + "monitorConnectionQuality", m.QualityArgs, m.QualityResult, True
+)
+GENERATE_PARTICIPANT_ACCESS_TOKEN = Function(
+    _W + "generateParticipantAccessToken", m.AccessTokenArgs, m.AccessToken, True
+)
+CREATE_MEETING = Function(_L + "createMeeting", m.CreateMeetingArgs, m.CreateMeetingResult, False)
+ADD_PARTICIPANT = Function(
+    _L + "addParticipant", m.AddParticipantArgs, m.AddParticipantResult, False
+)
+START_MEETING = Function(_L + "startMeeting", m.MeetingArgs, m.StartMeetingResult, False)
+END_MEETING = Function(_L + "endMeeting", m.MeetingArgs, m.EndMeetingResult, False)
+JOIN_MEETING = Function(_L + "joinMeeting", m.MeetingArgs, m.JoinMeetingResult, True)
+LEAVE_MEETING = Function(_L + "leaveMeeting", m.MeetingArgs, m.Success, True)
+GET_MEETING_CONNECTION_INFO = Function(
+    _L + "getMeetingConnectionInfo", m.MeetingArgs, m.MeetingConnectionInfo, True
+)
+GET_MEETING = Function(_Q + "getMeeting", m.MeetingArgs, m.Meeting | None, True)
+LIST_MEETING_PARTICIPANTS = Function(
+    _Q + "listMeetingParticipants", m.MeetingArgs, list[m.MeetingParticipant], True
+)
+GET_CURRENT_USER = Function("users/queries/getCurrentUser", EmptyArgs, m.User | None, True)
+INGEST_TRANSCRIPT_CHUNK = Function(
+    _T + "ingestTranscriptChunk", m.TranscriptChunkArgs, m.IngestResult, False
+)
+GET_TRANSCRIPT_CHUNKS = Function(
+    _T + "getTranscriptChunks", m.TranscriptChunksArgs, list[m.TranscriptChunk], True
+)
+
 FUNCTIONS: dict[str, Function] = {
-    f.path: f
-    for f in [
-        Function(_W + "initializeWebRTCRoom", m.InitializeRoomArgs, m.Room, True),
-        Function(_W + "createWebRTCSession", m.SessionArgs, m.CreateSessionResult, True),
-        Function(_W + "exchangeSessionDescription", m.ExchangeDescriptionArgs, None, False),
-        Function(_W + "exchangeICECandidate", m.ExchangeCandidateArgs, None, False),
-        Function(_W + "getPendingSignals", m.PendingSignalsArgs, list[m.Signal], True),
-        Function(_W + "markSignalsProcessed", m.MarkProcessedArgs, None, True),
-        Function(_W + "getActiveSessions", m.MeetingArgs, list[m.ActiveSession], True),
-        Function(_W + "updateSessionState", m.UpdateSessionStateArgs, None, True),
-        Function(_W + "closeSession", m.SessionArgs, None, True),
-        Function(
-            _W + "handleConnectionFailure",
-            m.ConnectionFailureArgs,
-            m.ConnectionFailureResult,
-            False,
-        ),
-        Function(_W + "monitorConnectionQuality", m.QualityArgs, m.QualityResult, True),
-        Function(_W + "generateParticipantAccessToken", m.AccessTokenArgs, m.AccessToken, True),
-        Function(_L + "createMeeting", m.CreateMeetingArgs, m.CreateMeetingResult, False),
-        Function(_L + "addParticipant", m.AddParticipantArgs, m.AddParticipantResult, False),
-        Function(_L + "startMeeting", m.MeetingArgs, m.StartMeetingResult, False),
-        Function(_L + "endMeeting", m.MeetingArgs, m.EndMeetingResult, False),
-        Function(_L + "joinMeeting", m.MeetingArgs, m.JoinMeetingResult, True),
-        Function(_L + "leaveMeeting", m.MeetingArgs, m.Success, True),
-        Function(_L + "getMeetingConnectionInfo", m.MeetingArgs, m.MeetingConnectionInfo, True),
-        Function("meetings/queries/getMeeting", m.MeetingArgs, m.Meeting | None, True),
-        Function(
-            "meetings/queries/listMeetingParticipants",
-            m.MeetingArgs,
-            list[m.MeetingParticipant],
-            True,
-        ),
-        Function("users/queries/getCurrentUser", EmptyArgs, m.User | None, True),
-        Function(_T + "ingestTranscriptChunk", m.TranscriptChunkArgs, m.IngestResult, False),
-        Function(_T + "getTranscriptChunks", m.TranscriptChunksArgs, list[m.TranscriptChunk], True),
-    ]
+    f.path: f for f in list(globals().values()) if isinstance(f, Function)
 }
+"""Every function above, by path (the dev backend serves exactly these)."""

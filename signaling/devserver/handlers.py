@@ -1,6 +1,7 @@
 """Every function the dev backend offers: the Connvo catalogue, each with its implementation,
-and the dev-only `dev/*` functions. A catalogue entry without an implementation (or the other
-way round) fails at import, not in some later test."""
+and the dev-only `dev/*` functions. Implementations are registered by the catalogue's Function
+objects, so a misspelt one is an AttributeError at import, and a catalogue entry without an
+implementation fails at import too, not in some later test."""
 
 from __future__ import annotations
 
@@ -10,41 +11,38 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from signaling import functions as fn
 from signaling.devserver import dev, meetings, rooms, signals, transcripts
 from signaling.devserver.guards import Ctx
-from signaling.functions import FUNCTIONS
+from signaling.functions import FUNCTIONS, Function
 
 Handler = Callable[[Ctx, Any], Any]
 
-_W = "meetings/webrtc/index/"
-_L = "meetings/lifecycle/"
-_T = "transcripts/ingestion/"
-
-IMPLEMENTATIONS: dict[str, Handler] = {
-    _W + "initializeWebRTCRoom": rooms.initialize_room,
-    _W + "createWebRTCSession": signals.create_session,
-    _W + "exchangeSessionDescription": signals.exchange_description,
-    _W + "exchangeICECandidate": signals.exchange_candidate,
-    _W + "getPendingSignals": signals.pending_signals,
-    _W + "markSignalsProcessed": signals.mark_processed,
-    _W + "getActiveSessions": signals.active_sessions,
-    _W + "updateSessionState": signals.update_session_state,
-    _W + "closeSession": signals.close_session,
-    _W + "handleConnectionFailure": rooms.handle_connection_failure,
-    _W + "monitorConnectionQuality": rooms.monitor_connection_quality,
-    _W + "generateParticipantAccessToken": rooms.generate_access_token,
-    _L + "createMeeting": meetings.create_meeting,
-    _L + "addParticipant": meetings.add_participant,
-    _L + "startMeeting": meetings.start_meeting,
-    _L + "endMeeting": meetings.end_meeting,
-    _L + "joinMeeting": meetings.join_meeting,
-    _L + "leaveMeeting": meetings.leave_meeting,
-    _L + "getMeetingConnectionInfo": meetings.connection_info,
-    "meetings/queries/getMeeting": meetings.get_meeting_view,
-    "meetings/queries/listMeetingParticipants": meetings.list_participants,
-    "users/queries/getCurrentUser": meetings.current_user,
-    _T + "ingestTranscriptChunk": transcripts.ingest_chunk,
-    _T + "getTranscriptChunks": transcripts.get_chunks,
+IMPLEMENTATIONS: dict[Function, Handler] = {
+    fn.INITIALIZE_WEBRTC_ROOM: rooms.initialize_room,
+    fn.CREATE_WEBRTC_SESSION: signals.create_session,
+    fn.EXCHANGE_SESSION_DESCRIPTION: signals.exchange_description,
+    fn.EXCHANGE_ICE_CANDIDATE: signals.exchange_candidate,
+    fn.GET_PENDING_SIGNALS: signals.pending_signals,
+    fn.MARK_SIGNALS_PROCESSED: signals.mark_processed,
+    fn.GET_ACTIVE_SESSIONS: signals.active_sessions,
+    fn.UPDATE_SESSION_STATE: signals.update_session_state,
+    fn.CLOSE_SESSION: signals.close_session,
+    fn.HANDLE_CONNECTION_FAILURE: rooms.handle_connection_failure,
+    fn.MONITOR_CONNECTION_QUALITY: rooms.monitor_connection_quality,
+    fn.GENERATE_PARTICIPANT_ACCESS_TOKEN: rooms.generate_access_token,
+    fn.CREATE_MEETING: meetings.create_meeting,
+    fn.ADD_PARTICIPANT: meetings.add_participant,
+    fn.START_MEETING: meetings.start_meeting,
+    fn.END_MEETING: meetings.end_meeting,
+    fn.JOIN_MEETING: meetings.join_meeting,
+    fn.LEAVE_MEETING: meetings.leave_meeting,
+    fn.GET_MEETING_CONNECTION_INFO: meetings.connection_info,
+    fn.GET_MEETING: meetings.get_meeting_view,
+    fn.LIST_MEETING_PARTICIPANTS: meetings.list_participants,
+    fn.GET_CURRENT_USER: meetings.current_user,
+    fn.INGEST_TRANSCRIPT_CHUNK: transcripts.ingest_chunk,
+    fn.GET_TRANSCRIPT_CHUNKS: transcripts.get_chunks,
 }
 
 
@@ -57,12 +55,12 @@ class Endpoint:
 
 
 def _endpoints() -> dict[str, Endpoint]:
-    missing = FUNCTIONS.keys() ^ IMPLEMENTATIONS.keys()
+    missing = set(FUNCTIONS.values()) - IMPLEMENTATIONS.keys()
     if missing:
-        raise RuntimeError(f"catalogue and dev backend disagree on: {sorted(missing)}")
+        raise RuntimeError(f"no dev implementation of: {sorted(f.path for f in missing)}")
     table = {
-        path: Endpoint(path, fn.args, fn.result_adapter, IMPLEMENTATIONS[path])
-        for path, fn in FUNCTIONS.items()
+        f.path: Endpoint(f.path, f.args, f.result_adapter, handler)
+        for f, handler in IMPLEMENTATIONS.items()
     }
     table["dev/configureRoom"] = Endpoint(
         "dev/configureRoom",
