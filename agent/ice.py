@@ -2,21 +2,20 @@
 RTCConfiguration built from the room's iceServers.
 
 aioice gathers host candidates from every interface (and never from 127.0.0.1) through one
-module-level function. We replace that function once with one that reads the calling task's
-`ICE_ADDRESSES` context variable, so each room (each bot, even many in one process) gathers
-only from the addresses it was given, and loopback works.
+module-level function. `agent.aiortc_patches` replaces it with `host_addresses`, which reads the
+calling task's `ICE_ADDRESSES` context variable, so each room (each bot, even many in one process)
+gathers only from the addresses it was given, and loopback works.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
-import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 
@@ -25,17 +24,19 @@ from signaling.models import IceServer
 IcePolicy = Literal["all", "relay"]
 
 ICE_ADDRESSES: ContextVar[tuple[str, ...] | None] = ContextVar("ICE_ADDRESSES", default=None)
-_system_host_addresses = aioice.ice.get_host_addresses
+HostAddresses = Callable[[bool, bool], list[str]]
 
 
-def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    allowed = ICE_ADDRESSES.get()
-    if allowed is None:
-        return _system_host_addresses(use_ipv4, use_ipv6)
-    return [a for a in allowed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+def host_addresses(system: HostAddresses) -> HostAddresses:
+    """aioice's `get_host_addresses`, narrowed to the calling room's ICE_ADDRESSES when set."""
 
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        allowed = ICE_ADDRESSES.get()
+        if allowed is None:
+            return system(use_ipv4, use_ipv6)
+        return [a for a in allowed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
-aioice.ice.get_host_addresses = _host_addresses
+    return get_host_addresses
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import quality
+from agent import aiortc_patches, quality
 from agent.errors import FeatureDisabled, MeetingFull, UnsupportedProvider
 from agent.events import ChatMessage, Event, ParticipantJoined, ParticipantLeft
 from agent.features import Plan, plan
@@ -104,6 +104,7 @@ class Room:
         settings: RoomSettings | None = None,
         api: ConnvoAPI | None = None,
     ) -> None:
+        aiortc_patches.install()  # before any RTCPeerConnection: loopback ICE, counting, lean RTP
         self.api = api or ConnvoAPI(url, token)
         self.meeting_id = meeting_id
         self.request = request or JoinRequest()

@@ -11,21 +11,20 @@ track yields no frames and ends when the receiver stops. Without a jitter buffer
 NACKs and no PLIs: on a lossy path loss is counted, not repaired (the shared feeds send a keyframe
 every 2 s anyway).
 
-Like `agent.ice`, this patches aiortc once, at import, and decides per call from a context variable
-that the Room sets in its own context (`COUNTED`), so counting and decoding rooms share a process.
+`agent.aiortc_patches` installs the three replacements below in aiortc; each decides per call
+from a context variable that the Room sets in its own context (`COUNTED`), or from the receiver
+that decision marked, so counting and decoding rooms share a process.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import rtcrtpreceiver
-from aiortc.codecs import is_rtx
-from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc import RTCRtpReceiver, codecs, rtcrtpreceiver
 
 
 @dataclass
@@ -71,48 +70,58 @@ class _CountingQueue:
         self._tally.add(self._track.kind, len(encoded_frame.data))
 
 
-_receive = RTCRtpReceiver.receive
-_handle_rtp_packet = RTCRtpReceiver._handle_rtp_packet
-_decoder_worker = rtcrtpreceiver.decoder_worker
+Receive = Callable[[RTCRtpReceiver, Any], Coroutine[Any, Any, None]]
+HandleRtp = Callable[[RTCRtpReceiver, Any, int], Coroutine[Any, Any, None]]
+DecoderWorker = Callable[[Any, Any, Any, Any], None]
 
 
-async def _counting_receive(self: RTCRtpReceiver, parameters: Any) -> None:
-    tally = COUNTED.get()
-    if tally is not None and not self._RTCRtpReceiver__started:  # type: ignore[attr-defined]
-        self._RTCRtpReceiver__decoder_queue = _CountingQueue(tally, self.track)  # type: ignore[attr-defined]
-        self._connvo_tally = tally  # type: ignore[attr-defined]
-    await _receive(self, parameters)
+def counting_receive(aiortc_receive: Receive) -> Receive:
+    """RTCRtpReceiver.receive: in a counting room, the decoder queue becomes a counter first."""
+
+    async def receive(self: RTCRtpReceiver, parameters: Any) -> None:
+        tally = COUNTED.get()
+        if tally is not None and not self._RTCRtpReceiver__started:  # type: ignore[attr-defined]
+            self._RTCRtpReceiver__decoder_queue = _CountingQueue(tally, self.track)  # type: ignore[attr-defined]
+            self._connvo_tally = tally  # type: ignore[attr-defined]
+        await aiortc_receive(self, parameters)
+
+    return receive
 
 
-async def _counting_rtp(self: RTCRtpReceiver, packet: Any, arrival_time_ms: int) -> None:
-    tally: ReceiveTally | None = getattr(self, "_connvo_tally", None)
-    if tally is None:
-        return await _handle_rtp_packet(self, packet, arrival_time_ms)
-    if not self._enabled:
-        return None
-    streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
-    stream = streams.get(packet.ssrc)
-    if stream is None:
-        codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
-        if codec is None:
+def counting_rtp(aiortc_handle_rtp: HandleRtp) -> HandleRtp:
+    """RTCRtpReceiver._handle_rtp_packet: a counting receiver keeps statistics and counts."""
+
+    async def handle_rtp_packet(self: RTCRtpReceiver, packet: Any, arrival_time_ms: int) -> None:
+        tally: ReceiveTally | None = getattr(self, "_connvo_tally", None)
+        if tally is None:
+            return await aiortc_handle_rtp(self, packet, arrival_time_ms)
+        if not self._enabled:
             return None
-        stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
-        stream.connvo_rtx = is_rtx(codec)  # type: ignore[attr-defined]
-    stream.add(packet)
-    if stream.connvo_rtx:  # type: ignore[attr-defined]
-        return None  # a retransmission: in the stream's statistics, not counted again
-    kind = self.track.kind
-    frames = 1 if kind == "audio" else packet.marker
-    tally.add(kind, len(packet.payload), frames)
-    return None
+        streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        stream = streams.get(packet.ssrc)
+        if stream is None:
+            codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
+            if codec is None:
+                return None
+            stream = streams[packet.ssrc] = rtcrtpreceiver.StreamStatistics(codec.clockRate)
+            stream.connvo_rtx = codecs.is_rtx(codec)
+        stream.add(packet)
+        if stream.connvo_rtx:
+            return None  # a retransmission: in the stream's statistics, not counted again
+        kind = self.track.kind
+        frames = 1 if kind == "audio" else packet.marker
+        tally.add(kind, len(packet.payload), frames)
+        return None
+
+    return handle_rtp_packet
 
 
-def _worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -> None:
-    if isinstance(input_q, _CountingQueue):
-        return  # nothing to decode; the counting queue ends the track itself
-    _decoder_worker(loop, input_q, output_q, decode_error)
+def counting_worker(aiortc_worker: DecoderWorker) -> DecoderWorker:
+    """rtcrtpreceiver.decoder_worker: no thread work behind a counting queue."""
 
+    def decoder_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -> None:
+        if isinstance(input_q, _CountingQueue):
+            return  # nothing to decode; the counting queue ends the track itself
+        aiortc_worker(loop, input_q, output_q, decode_error)
 
-RTCRtpReceiver.receive = _counting_receive  # type: ignore[method-assign]
-RTCRtpReceiver._handle_rtp_packet = _counting_rtp  # type: ignore[method-assign]
-rtcrtpreceiver.decoder_worker = _worker
+    return decoder_worker

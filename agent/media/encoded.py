@@ -7,7 +7,7 @@ RTCRtpSender takes an `av.Packet` from `track.recv()` and only packetizes it (`e
 the VP8 payload descriptor, the RTP timestamp from pts); it never encodes. A sender subscribing
 mid-stream starts at a keyframe (it asks for one; see KEYFRAME_ON_JOIN), so a late joiner's
 receivers can decode what they get. Senders of shared packets run a leaner RTP loop than
-aiortc's (see `_run_rtp_packets` below).
+aiortc's (see `lean_run_rtp` below, installed by `agent.aiortc_patches`).
 
     outgoing = SharedOutgoing.synthetic(audio=True, video=True, size=(320, 240), fps=15)
 """
@@ -17,18 +17,15 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+import secrets
 import time
 from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import av
-from aiortc import MediaStreamTrack, clock
-from aiortc.codecs import get_encoder
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpsender import RTCRtpSender, random_sequence_number
-from aiortc.rtp import RtpPacket
-from aiortc.utils import random32, uint16_add, uint32_add
+from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpSender, clock, codecs, rtp
 
 from agent.media.constants import SAMPLE_RATE, VIDEO_CLOCK
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
@@ -175,18 +172,27 @@ class _PacketView(MediaStreamTrack):
 # count and never NACK; a lost packet stays lost) and the debug log. RTCP sender reports and
 # stats read the same counters as before. Every other sender runs aiortc's own loop.
 
-_run_rtp = RTCRtpSender._run_rtp
+RunRtp = Callable[[RTCRtpSender, Any], Coroutine[Any, Any, None]]
 
 
-async def _run_rtp_packets(self: RTCRtpSender, codec: Any) -> None:
-    if not isinstance(self._RTCRtpSender__track, _PacketView):  # type: ignore[attr-defined]
-        return await _run_rtp(self, codec)
+def lean_run_rtp(aiortc_run_rtp: RunRtp) -> RunRtp:
+    """RTCRtpSender._run_rtp: `_run_rtp_packets` for a sender of shared packets, else aiortc's."""
+
+    async def run_rtp(self: RTCRtpSender, codec: Any) -> None:
+        if isinstance(self._RTCRtpSender__track, _PacketView):  # type: ignore[attr-defined]
+            return await _run_rtp_packets(self, codec, aiortc_run_rtp)
+        return await aiortc_run_rtp(self, codec)
+
+    return run_rtp
+
+
+async def _run_rtp_packets(self: RTCRtpSender, codec: Any, aiortc_run_rtp: RunRtp) -> None:
     self._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
     extensions_map = self._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
     mid = self._RTCRtpSender__mid  # type: ignore[attr-defined]
     payload_type = codec.payloadType
-    sequence_number = random_sequence_number()
-    timestamp_origin = random32()
+    sequence_number = secrets.randbelow(1 << 15)  # the lower half, as aiortc: SRTP needs no wrap
+    timestamp_origin = secrets.randbits(32)
     encoder = None
     try:
         while True:
@@ -195,17 +201,17 @@ async def _run_rtp_packets(self: RTCRtpSender, codec: Any) -> None:
                 await asyncio.sleep(0.02)
                 continue
             if not isinstance(track, _PacketView):  # replaced by a track of frames
-                return await _run_rtp(self, codec)
+                return await aiortc_run_rtp(self, codec)
             packet = await track.recv()
             if not self._enabled:
                 continue
             if encoder is None:
-                encoder = self._RTCRtpSender__encoder = get_encoder(codec)  # type: ignore[attr-defined]
+                encoder = self._RTCRtpSender__encoder = codecs.get_encoder(codec)  # type: ignore[attr-defined]
             payloads, timestamp = encoder.pack(packet)
             if not payloads:
                 continue
-            head = RtpPacket(
-                payload_type=payload_type, timestamp=uint32_add(timestamp_origin, timestamp)
+            head = rtp.RtpPacket(
+                payload_type=payload_type, timestamp=(timestamp_origin + timestamp) & 0xFFFFFFFF
             )
             head.ssrc = self._ssrc
             head.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
@@ -218,7 +224,7 @@ async def _run_rtp_packets(self: RTCRtpSender, codec: Any) -> None:
                 header[2] = sequence_number >> 8
                 header[3] = sequence_number & 0xFF
                 await transport._send_rtp(bytes(header) + payload)
-                sequence_number = uint16_add(sequence_number, 1)
+                sequence_number = (sequence_number + 1) & 0xFFFF
                 octets += len(payload)
             self._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()  # type: ignore[attr-defined]
             self._RTCRtpSender__rtp_timestamp = head.timestamp  # type: ignore[attr-defined]
@@ -235,9 +241,6 @@ async def _run_rtp_packets(self: RTCRtpSender, codec: Any) -> None:
     self._RTCRtpSender__encoder = None  # type: ignore[attr-defined]
     self._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
     return None
-
-
-RTCRtpSender._run_rtp = _run_rtp_packets  # type: ignore[method-assign]
 
 
 _feeds: dict[tuple[object, ...], SharedFeed] = {}
