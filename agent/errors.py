@@ -34,3 +34,11 @@ class UnsupportedProvider(AgentError):
             f"the room uses the {provider!r} provider (an SFU); connvo-agent joins only "
             "'webrtc' mesh rooms so far"
         )
+
+
+class ChatTooLarge(AgentError):
+    def __init__(self, size: int, limit: int) -> None:
+        self.size, self.limit = size, limit
+        super().__init__(
+            f"a chat message of {size} bytes is over the {limit}-byte limit (agent.chat.MAX_TEXT)"
+        )

@@ -6,10 +6,25 @@ anything left to the room (`chat=None`) quietly follows the flag.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.errors import FeatureDisabled
+from agent.media.sources import Outgoing
 from signaling.models import RoomFeatures
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """What this participant sends and consumes; checked against the room's flags on join."""
+
+    outgoing: Outgoing = field(default_factory=Outgoing)
+    chat: bool | None = None
+    screen_share: bool = False
+    receive: frozenset[str] = frozenset({"audio", "video"})
+    record: bool = False
+    transcribe: bool = False
+    decode: bool = True
+    """False: remote media is counted (frames, bytes), never decoded; see agent.media.counting."""
 
 
 @dataclass(frozen=True)
@@ -24,17 +39,10 @@ class Plan:
     """Offer an m-line for screen share, so either side may fill it (needs `screenSharing`)."""
 
 
-def plan(
-    features: RoomFeatures,
-    *,
-    chat: bool | None = None,
-    send_audio: bool = False,
-    send_video: bool = False,
-    screen_share: bool = False,
-    receive: frozenset[str] = frozenset({"audio", "video"}),
-    record: bool = False,
-    transcribe: bool = False,
-) -> Plan:
+def plan(features: RoomFeatures, request: JoinRequest) -> Plan:
+    out = request.outgoing
+    chat, record, transcribe = request.chat, request.record, request.transcribe
+    screen_share = request.screen_share or out.screen is not None
     if chat and not features.chat:
         raise FeatureDisabled("chat", "a chat channel")
     if screen_share and not features.screenSharing:
@@ -43,15 +51,15 @@ def plan(
         raise FeatureDisabled("recording", "receiving media to record")
     if transcribe and not features.transcription:
         raise FeatureDisabled("transcription", "receiving audio to transcribe")
-    wanted = set(receive)
+    wanted = set(request.receive)
     if record:
         wanted |= {"audio", "video"}
     if transcribe:
         wanted.add("audio")
     return Plan(
         chat=features.chat if chat is None else chat,
-        send_audio=send_audio,
-        send_video=send_video,
+        send_audio=out.audio is not None,
+        send_video=out.video is not None,
         screen_share=screen_share,
         receive_audio="audio" in wanted,
         receive_video="video" in wanted,

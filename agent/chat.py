@@ -1,0 +1,64 @@
+"""Chat on the wire: the JSON text messages of the `chat` data channel, and their limits.
+
+Whatever a remote sends, reading it never raises: a message that is binary, oversized, not
+JSON, nested too deep or not a chat message is dropped and counted by the caller. Sending past
+`MAX_TEXT` raises `ChatTooLarge` before anything is sent. The limit sits far below the 256 KiB
+SCTP message size of aiortc and browsers, so a message we accept always fits on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from agent.errors import ChatTooLarge
+from agent.events import ChatMessage
+
+MAX_TEXT = 16 * 1024
+"""Bytes of UTF-8 text in one chat message."""
+MAX_WIRE = 2 * MAX_TEXT + 1024
+"""Characters of one message as received: the text escaped by JSON, plus its envelope."""
+
+
+def new_chat(sender: str, text: str) -> ChatMessage:
+    """A message to send; raises ChatTooLarge past MAX_TEXT."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT:
+        raise ChatTooLarge(size, MAX_TEXT)
+    return ChatMessage(id=uuid.uuid4().hex, sender=sender, text=text, ts=time.time() * 1000)
+
+
+def encode(message: ChatMessage) -> str:
+    return json.dumps(
+        {
+            "type": "chat",
+            "id": message.id,
+            "from": message.sender,
+            "text": message.text,
+            "ts": message.ts,
+        }
+    )
+
+
+def decode(data: object, sender: str) -> ChatMessage | None:
+    """The chat message in `data` from the peer `sender`, or None for anything else.
+
+    The sender is the connection's, never the claim in the body."""
+    if not isinstance(data, str) or len(data) > MAX_WIRE:
+        return None
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict) or body.get("type") != "chat":
+        return None
+    text, ts = body.get("text"), body.get("ts", time.time() * 1000)
+    if not isinstance(text, str) or len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT:
+        return None
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    message_id = body.get("id", "")
+    if not isinstance(message_id, str) or len(message_id) > 128:
+        return None
+    return ChatMessage(id=message_id, sender=sender, text=text, ts=float(ts))

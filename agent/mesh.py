@@ -1,0 +1,359 @@
+"""The mesh of one room: every peer, and the rules of the README's mesh convention that decide
+when a peer is made, replaced, recovered or dropped.
+
+Peers report typed transitions (`agent.peer.Transition`); the Mesh answers them here and in no
+other place. Signals reach it from the pump and session lists from discovery. It holds the one
+buffer of candidates that arrive before the description they belong to, and remembers sessions
+that never answered. It reports the session's health to the backend (state, quality, ICE
+failures) and notices peers that went silent. It talks back to the Room only through `MeshHooks`.
+
+What a remote can make it hold is bounded: early candidates (sessions and candidates per
+session), chat outboxes, stale sessions, and peers (one per remote user).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from agent import quality
+from agent.events import ChatMessage, Event, ParticipantJoined, ParticipantLeft
+from agent.peer import LocalSide, Peer, Transition
+from signaling.api import ConnvoAPI
+from signaling.errors import ConnvoError
+from signaling.models import ActiveSession, IceCandidate, SessionDescription, Signal
+
+log = logging.getLogger(__name__)
+
+CLOSE_GRACE = 1.0
+MAX_EARLY_SESSIONS = 32
+MAX_EARLY_CANDIDATES = 64
+"""Per session; a browser trickles a few dozen at most."""
+MAX_CANDIDATE = 1024
+"""Characters of one candidate line; real ones are about 100."""
+MAX_STALE = 1024
+
+
+@dataclass(frozen=True)
+class MeshHooks:
+    """What the mesh asks of its room."""
+
+    emit: Callable[[Event], None]
+    spawn: Callable[[Coroutine[Any, Any, Any]], None]
+    nudge: Callable[[], None]
+    """Wake the signal pump: an answer or a candidate is about to arrive."""
+    mark: Callable[[str], None]
+    replaced: Callable[[str], None]
+    """A newer session of this user is in the meeting (its sessionId): this one must go."""
+
+
+class Mesh:
+    def __init__(
+        self,
+        api: ConnvoAPI,
+        meeting_id: str,
+        session_id: str,
+        local: LocalSide,
+        hooks: MeshHooks,
+        *,
+        dead_after: float,
+    ) -> None:
+        self._api = api
+        self._meeting_id = meeting_id
+        self._session_id = session_id
+        self._local = local
+        self._hooks = hooks
+        self._dead_after = dead_after
+        self._me: ActiveSession | None = None
+        self._peers: dict[str, Peer] = {}
+        self._announced: set[str] = set()
+        self._early: dict[tuple[str, str], list[IceCandidate]] = {}
+        self._stale: dict[str, None] = {}
+        self._alive_at: dict[str, float] = {}
+        self._samples: dict[str, quality.Sample] = {}
+        self._quality: dict[str, quality.Quality] = {}
+        self._pushed_state = "connecting"
+        self.failures_reported = 0
+        self.ice_restarts = 0
+
+    @property
+    def peers(self) -> Mapping[str, Peer]:
+        """Peers by remote userId (a read-only view)."""
+        return MappingProxyType(self._peers)
+
+    @property
+    def quality(self) -> Mapping[str, quality.Quality]:
+        """The last measured quality of each connected peer, by userId."""
+        return MappingProxyType(self._quality)
+
+    def busy(self) -> bool:
+        return any(p.negotiating for p in self._peers.values())
+
+    def is_stale(self, session_id: str) -> bool:
+        return session_id in self._stale
+
+    def send_chat(self, message: ChatMessage) -> None:
+        for peer in self._peers.values():
+            peer.send_chat(message)
+
+    # --- discovery -----------------------------------------------------------------------------
+
+    async def discover(self, sessions: list[ActiveSession]) -> None:
+        """Offer to every session this one should offer to, forget peers that left, close older
+        sessions of our own user, and give way to a newer one."""
+        self._me = next((s for s in sessions if s.sessionId == self._session_id), self._me)
+        active = {s.sessionId for s in sessions}
+        for peer in list(self._peers.values()):
+            if peer.session_id not in active and not peer.negotiating:
+                await self._drop(peer, "left")
+        for session in sessions:
+            if session.userId == self._local.user_id:
+                if session.sessionId == self._session_id:
+                    continue
+                if self._is_newer(session):
+                    self._hooks.replaced(session.sessionId)
+                    return
+                log.info("closing an older session of this user (%s)", session.sessionId)
+                await _quietly(self._api.close_session(self._meeting_id, session.sessionId))
+                continue
+            known = self._peers.get(session.userId)
+            if known is not None and known.session_id == session.sessionId:
+                continue
+            if session.sessionId in self._stale or self._is_newer(session):
+                continue  # the later session offers; a stale one never answers
+            if known is not None:
+                await self._drop(known, "rejoined")
+            await self._add(session.userId, session.sessionId).offer()
+            self._hooks.nudge()
+
+    def _is_newer(self, other: ActiveSession) -> bool:
+        """Sessions are ordered by createdAt, ties by sessionId; the later one offers."""
+        if self._me is None:
+            return False
+        return (other.createdAt, other.sessionId) > (self._me.createdAt, self._session_id)
+
+    # --- signals -------------------------------------------------------------------------------
+
+    async def on_signal(self, signal: Signal) -> None:
+        user, session, data = signal.fromUserId, signal.sessionId, signal.data
+        if user == self._local.user_id:
+            return  # never a peer of our own user
+        if isinstance(data, IceCandidate):
+            await self._candidate(user, session, data)
+            return
+        if data.type == "offer":
+            self._hooks.mark("offer_received")
+            peer = await self._peer_for_offer(user, session)
+        else:
+            peer = self._current(user, session)
+        if peer is not None:
+            await self._negotiate(peer, data)
+        self._hooks.nudge()
+
+    async def _peer_for_offer(self, user: str, session: str) -> Peer:
+        """An offer is proof of life: even a stale or dropped session comes back with one."""
+        self._stale.pop(session, None)
+        peer = self._current(user, session)
+        if peer is None:
+            if (old := self._peers.get(user)) is not None:
+                await self._drop(old, "rejoined")
+            peer = self._add(user, session)
+        return peer
+
+    async def _negotiate(self, peer: Peer, description: SessionDescription) -> None:
+        """A description that fails leaves no half-built peer behind (a ghost would keep the
+        pump polling fast for the rest of the meeting)."""
+        try:
+            await peer.handle_description(description)
+        except Exception:
+            if peer.state != "connected":
+                await self._drop(peer, "negotiation failed")
+            raise
+        for candidate in self._early.pop((peer.user_id, peer.session_id), []):
+            if peer.has_remote:
+                try:
+                    await peer.add_candidate(candidate)
+                except Exception as e:
+                    log.debug("%r: early candidate rejected: %s", peer, e)
+
+    async def _candidate(self, user: str, session: str, candidate: IceCandidate) -> None:
+        peer = self._current(user, session)
+        if peer is not None and peer.has_remote:
+            await peer.add_candidate(candidate)
+            return
+        if len(candidate.candidate) > MAX_CANDIDATE:
+            return
+        key = (user, session)
+        held = self._early.pop(key, [])  # re-inserted last: the oldest sessions go first
+        if len(held) < MAX_EARLY_CANDIDATES:
+            held.append(candidate)
+        self._early[key] = held
+        while len(self._early) > MAX_EARLY_SESSIONS:
+            del self._early[next(iter(self._early))]
+
+    def _current(self, user: str, session: str) -> Peer | None:
+        peer = self._peers.get(user)
+        return peer if peer is not None and peer.session_id == session else None
+
+    # --- what peers report (agent.peer.PeerOwner) -----------------------------------------------
+
+    async def send_description(self, peer: Peer, description: RTCSessionDescription) -> None:
+        await self._api.send_description(
+            self._meeting_id,
+            self._session_id,
+            {"type": description.type, "sdp": description.sdp},
+            peer.user_id,
+        )
+
+    def transition(self, peer: Peer, transition: Transition) -> None:
+        if self._peers.get(peer.user_id) is not peer:
+            return
+        if transition == "connected":
+            self._alive_at[peer.session_id] = time.monotonic()
+            self._hooks.mark("connected")
+            if peer.session_id not in self._announced:
+                self._announced.add(peer.session_id)
+                self.emit(ParticipantJoined(peer.user_id, peer.session_id))
+        elif transition == "no_answer":
+            self._remember_stale(peer.session_id)
+            self._hooks.spawn(self._drop(peer, "no answer"))
+        elif transition == "failed":
+            self._hooks.spawn(self._recover(peer))
+        elif transition == "closed":
+            self._hooks.spawn(self._closed(peer))
+        self._hooks.spawn(self._push_state())
+        self._hooks.nudge()
+
+    def emit(self, event: Event) -> None:
+        self._hooks.emit(event)
+
+    def mark(self, phase: str) -> None:
+        self._hooks.mark(phase)
+
+    # --- recovery ------------------------------------------------------------------------------
+
+    async def _closed(self, peer: Peer) -> None:
+        """The connection closed without us: the peer left, or the network failed (aiortc
+        closes itself after ICE consent expires). A leaving peer closes its session right
+        after its connection, so a session still active after a moment means a failure. The
+        other side reports the same failure, which marks its session failed (not active) until
+        it pushes its state again, so one absence is not yet a leave."""
+        for _ in range(2):
+            await asyncio.sleep(CLOSE_GRACE)
+            active = {s.sessionId for s in await self._api.active_sessions(self._meeting_id)}
+            if self._peers.get(peer.user_id) is not peer or peer.state != "closed":
+                return  # replaced or renegotiated meanwhile
+            if peer.session_id in active:
+                await self._recover(peer)
+                return
+        await self._drop(peer, "left")
+
+    async def _recover(self, peer: Peer) -> None:
+        """Report the ICE failure; the offerer of the pair restarts when a retry is recommended.
+        A peer not back within `dead_after` is dropped by `check_health`.
+
+        handleConnectionFailure marks the whole session failed, which would make every other
+        peer drop us, so the session's real state is pushed again right after."""
+        try:
+            answer = await self._api.report_failure(
+                self._meeting_id, self._session_id, "ice_failed", f"peer {peer.user_id}"
+            )
+            retry = answer.retryRecommended
+            self._pushed_state = "failed"
+        except ConnvoError as e:  # a backend that cannot take the report must not stop the retry
+            log.warning("reporting the ICE failure failed (%s); restarting anyway", e)
+            retry = True
+        self.failures_reported += 1
+        if retry and peer.offerer and self._peers.get(peer.user_id) is peer:
+            self.ice_restarts += 1
+            await peer.offer()
+            self._hooks.nudge()
+        await self._push_state()
+
+    # --- health --------------------------------------------------------------------------------
+
+    async def check_health(self) -> None:
+        """Measure every connected peer, report the worst to the backend, and drop peers that
+        have been silent (no connection, or no media arriving where media flows) for
+        `dead_after`: a participant that died leaves no signal behind, and its session may stay
+        active in the backend for good."""
+        now = time.monotonic()
+        measured: list[quality.Quality] = []
+        for peer in list(self._peers.values()):
+            pc = peer.pc
+            if peer.state == "connected" and pc is not None:
+                sample = await quality.sample(pc)
+                before = self._samples.get(peer.session_id)
+                self._samples[peer.session_id] = sample
+                if before is not None:
+                    self._quality[peer.user_id] = quality.between(before, sample)
+                    measured.append(self._quality[peer.user_id])
+                flowing = before is None or sample.bytes_received > before.bytes_received
+                if flowing or not _carries_media(pc):
+                    self._alive_at[peer.session_id] = now
+            alive_at = self._alive_at.setdefault(peer.session_id, now)
+            if now - alive_at > self._dead_after:
+                await self._unreachable(peer)
+        if measured:
+            summary = quality.worst(measured)
+            await self._api.report_quality(self._meeting_id, self._session_id, summary.as_stats())
+
+    async def _unreachable(self, peer: Peer) -> None:
+        log.info("%r: silent for %.0f s, dropped", peer, self._dead_after)
+        if peer.session_id not in self._announced:
+            self._remember_stale(peer.session_id)
+        await self._drop(peer, "unreachable")
+
+    async def _push_state(self) -> None:
+        states = {p.state for p in self._peers.values()}
+        state = next((s for s in ("connected", "disconnected") if s in states), "connecting")
+        if state != self._pushed_state:
+            self._pushed_state = state
+            await self._api.update_session_state(self._meeting_id, self._session_id, state)
+
+    # --- peers ---------------------------------------------------------------------------------
+
+    def _add(self, user_id: str, session_id: str) -> Peer:
+        peer = Peer(self._local, self, user_id, session_id)
+        self._peers[user_id] = peer
+        self._alive_at[session_id] = time.monotonic()
+        return peer
+
+    async def _drop(self, peer: Peer, reason: str) -> None:
+        if self._peers.get(peer.user_id) is peer:
+            del self._peers[peer.user_id]
+        await peer.close()
+        for table in (self._samples, self._alive_at):
+            table.pop(peer.session_id, None)
+        if peer.user_id not in self._peers:
+            self._quality.pop(peer.user_id, None)
+        if peer.session_id in self._announced:
+            self._announced.discard(peer.session_id)
+            self.emit(ParticipantLeft(peer.user_id, peer.session_id, reason))
+
+    def _remember_stale(self, session_id: str) -> None:
+        self._stale[session_id] = None
+        while len(self._stale) > MAX_STALE:
+            del self._stale[next(iter(self._stale))]
+
+    async def close(self) -> None:
+        for peer in list(self._peers.values()):
+            await self._drop(peer, "we left")
+
+
+def _carries_media(pc: RTCPeerConnection) -> bool:
+    """RTP or RTCP flows both ways whenever an m-line is active in either direction."""
+    return any(t.currentDirection not in (None, "inactive") for t in pc.getTransceivers())
+
+
+async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
+    with contextlib.suppress(ConnvoError):
+        await coro
