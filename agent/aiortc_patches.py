@@ -7,6 +7,7 @@ do it):
 - `agent.ice`: ICE gathers host candidates only from the room's own addresses (loopback too).
 - `agent.media.counting`: receivers of `JoinRequest(decode=False)` rooms count, never decode.
 - `agent.media.encoded`: senders of shared pre-encoded packets run a leaner RTP loop.
+- `agent.chat`: a hostile data-channel message cannot raise inside aiortc's transport loop.
 
 Every replacement falls back to aiortc's own function unless a per-room context variable or the
 sender's track says otherwise, so patched and plain rooms share a process. Private names change
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-from agent import ice
+from agent import chat, ice
 from agent.errors import AgentError
 from agent.media import counting, encoded
 
@@ -81,6 +82,13 @@ PATCHES = (
     ),
     # send() starts this loop; aiortc has no public way to send already packetized frames.
     Patch("aiortc.rtcrtpsender:RTCRtpSender._run_rtp", ("self", "codec"), encoded.lean_run_rtp),
+    # aiortc decodes string messages (and parses channel opens) inside its SCTP receive path,
+    # where an exception ends the connection; no hook runs before it.
+    Patch(
+        "aiortc.rtcsctptransport:RTCSctpTransport._data_channel_receive",
+        ("self", "stream_id", "pp_id", "data"),
+        chat.guarded_receive,
+    ),
 )
 
 USED: Mapping[str, tuple[str, ...]] = {
@@ -115,6 +123,9 @@ USED: Mapping[str, tuple[str, ...]] = {
     "aiortc.rtp:RtpPacket": ("serialize",),
     "aiortc.rtp:HeaderExtensions": ("abs_send_time", "mid"),
     "aiortc.clock": ("current_ntp_time",),
+    # agent.chat
+    "aiortc.rtcsctptransport:RTCSctpTransport": ("_data_channels",),
+    "aiortc.rtcsctptransport": ("WEBRTC_STRING",),
 }
 """Private names the replacements read or write, per module or `module:Class`. A class's name
 may be an instance attribute its own code assigns (`self.__track` is `_RTCRtpSender__track`)."""

@@ -5,20 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 
+from agent.chat import MAX_TEXT
 from agent.events import (
     ChatMessage,
     ConnectionStateChanged,
     Event,
+    EventsDropped,
     ParticipantJoined,
     ParticipantLeft,
+    SessionReplaced,
     TrackReceived,
 )
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
 from agent.room import JoinRequest, JoinTarget
+
+ECHO = "echo: "
+REPLACED = "replaced by a newer session of this user"
+EXIT_REPLACED = 3
 
 
 @dataclass(frozen=True)
@@ -64,16 +72,20 @@ async def run_bot(options: BotOptions) -> int:
                         chat["sent"] += 1
                     elif isinstance(event, ChatMessage):
                         chat["received"] += 1
-                        if options.echo:
-                            await room.send_chat(f"echo: {event.text}")
+                        if options.echo and not event.text.startswith(ECHO):
+                            await room.send_chat(_echo(event.text))
                             chat["sent"] += 1
+        if room.replaced:
+            print(f"connvo-agent join: {REPLACED}", file=sys.stderr, flush=True)
         summary = {
-            "ok": True,
+            "ok": not room.replaced,
             "meetingId": target.meeting_id,
             "userId": room.user_id,
             "peers": sorted(room.peers),
             "chat_sent": chat["sent"],
             "chat_received": chat["received"],
+            "chat_dropped": sum(p.chat_dropped for p in room.peers.values()),
+            "signal_polls": room.signal_polls,
             "audio_frames_received": sum(t.frames_received for t in tracks if t.kind == "audio"),
             "video_frames_received": sum(t.frames_received for t in tracks if t.kind == "video"),
             "join_ms": None if room.join_ms is None else round(room.join_ms, 1),
@@ -81,7 +93,13 @@ async def run_bot(options: BotOptions) -> int:
         }
     if options.json:
         print(json.dumps(summary), flush=True)
-    return 0
+    return EXIT_REPLACED if room.replaced else 0
+
+
+def _echo(text: str) -> str:
+    """The echo of a message, cut to the chat limit. Echoes are never echoed again, so two
+    echo bots answer each other once, not forever."""
+    return (ECHO + text).encode("utf-8", "surrogatepass")[:MAX_TEXT].decode("utf-8", "ignore")
 
 
 def _describe(event: Event) -> str:
@@ -93,10 +111,20 @@ def _describe(event: Event) -> str:
         case ConnectionStateChanged(user_id=user, state=state):
             return f"connection to {user}: {state}"
         case ChatMessage(sender=sender, text=text):
-            return f"chat from {sender}: {text}"
+            return f"chat from {sender}: {_printable(text)}"
         case TrackReceived(user_id=user, track=track):
             return f"receiving {track.label} from {user}"
+        case SessionReplaced():
+            return REPLACED
+        case EventsDropped(count=count):
+            return f"{count} events dropped: this bot read them too slowly"
     return repr(event)
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """A remote's text as one safe terminal line: no escape sequences, no flood."""
+    shown = "".join(c if c.isprintable() else "\N{REPLACEMENT CHARACTER}" for c in text[:limit])
+    return shown + (f"... ({len(text)} characters)" if len(text) > limit else "")
 
 
 def _say(line: str) -> None:

@@ -9,16 +9,24 @@ SCTP message size of aiortc and browsers, so a message we accept always fits on 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc import rtcsctptransport
 
 from agent.errors import ChatTooLarge
 from agent.events import ChatMessage
 
+log = logging.getLogger(__name__)
+
 MAX_TEXT = 16 * 1024
 """Bytes of UTF-8 text in one chat message."""
-MAX_WIRE = 2 * MAX_TEXT + 1024
-"""Characters of one message as received: the text escaped by JSON, plus its envelope."""
+MAX_WIRE = 6 * MAX_TEXT + 1024
+"""Characters of one message as received: the text escaped by JSON (at worst `\\u0000` for each
+byte), plus its envelope."""
 
 
 def new_chat(sender: str, text: str) -> ChatMessage:
@@ -37,7 +45,8 @@ def encode(message: ChatMessage) -> str:
             "from": message.sender,
             "text": message.text,
             "ts": message.ts,
-        }
+        },
+        ensure_ascii=False,
     )
 
 
@@ -62,3 +71,28 @@ def decode(data: object, sender: str) -> ChatMessage | None:
     if not isinstance(message_id, str) or len(message_id) > 128:
         return None
     return ChatMessage(id=message_id, sender=sender, text=text, ts=float(ts))
+
+
+Receive = Callable[[Any, int, int, bytes], Awaitable[None]]
+
+
+def guarded_receive(original: Receive) -> Receive:
+    """aiortc's data-channel receive path, made safe against what a remote sends: a string
+    message that is not UTF-8 is handed on as bytes (which `decode` drops), and anything else
+    that raises (a malformed channel open) is logged instead of ending the connection.
+    Installed by agent.aiortc_patches."""
+
+    async def receive(self: Any, stream_id: int, pp_id: int, data: bytes) -> None:
+        channel = self._data_channels.get(stream_id)
+        if pp_id == rtcsctptransport.WEBRTC_STRING and channel is not None:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                channel.emit("message", bytes(data))
+                return
+        try:
+            await original(self, stream_id, pp_id, data)
+        except Exception as e:
+            log.warning("a data-channel message from the remote was rejected: %r", e)
+
+    return receive

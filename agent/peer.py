@@ -146,9 +146,12 @@ class Peer:
         )
 
     async def handle_description(self, description: SessionDescription) -> None:
-        """Raises ValueError for an SDP past MAX_SDP, before touching the connection."""
+        """Raises ValueError, before touching the connection, for an SDP past MAX_SDP or one
+        without m-lines (which aiortc would answer, leaving a connection that never connects)."""
         if len(description.sdp) > MAX_SDP:
             raise ValueError(f"SDP of {len(description.sdp)} bytes is over the {MAX_SDP} limit")
+        if "\nm=" not in description.sdp:
+            raise ValueError("an SDP without media sections: nothing to negotiate")
         if description.type == "offer":
             await self._answer(description)
         elif description.type == "answer":

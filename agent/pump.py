@@ -46,6 +46,8 @@ class SignalPump:
         self._wake = asyncio.Event()
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
+        self.polls = 0
+        """getPendingSignals calls so far: each is a billed function call on Convex."""
 
     def nudge(self) -> None:
         self._wake.set()
@@ -78,6 +80,7 @@ class SignalPump:
 
     async def poll_once(self) -> int:
         """Handle one page of signals; answers how many came back."""
+        self.polls += 1
         signals = await self._api.pending_signals(self._meeting_id)
         done: list[str] = []
         for signal in signals:

@@ -63,6 +63,7 @@ class JoinTarget:
     meeting_id: str
     ice: IceOptions = field(default_factory=IceOptions)
     settings: RoomSettings = field(default_factory=RoomSettings)
+    ca_file: str | None = None  # the CA bundle for https (None: $SSL_CERT_FILE, else certifi's)
 
     def room(self, request: JoinRequest) -> Room:
         return Room(
@@ -72,6 +73,7 @@ class JoinTarget:
             request=request,
             ice=self.ice,
             settings=self.settings,
+            api=ConnvoAPI(self.url, self.token, ca_file=self.ca_file),
         )
 
 
@@ -176,6 +178,11 @@ class Room:
     def replaced(self) -> bool:
         """A newer session of this user took over; the room left by itself."""
         return self._replaced_by is not None
+
+    @property
+    def signal_polls(self) -> int:
+        """getPendingSignals calls so far: each is a billed function call on Convex."""
+        return self._pump.polls if self._pump is not None else 0
 
     @property
     def failures_reported(self) -> int:

@@ -9,6 +9,7 @@ import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from conftest import Backend
+from relay import Relay
 from test_room import FAST, connected_to, room, until
 from turnserver import coturn
 
@@ -25,6 +26,7 @@ async def test_relay_only_bots_connect_through_coturn(tmp_path):
             turn_url=turn.url,
             turn_username=turn.username,
             turn_credential=turn.credential,
+            access_log=True,
         ) as server,
     ):
         meeting = await Backend(server).meeting(2)
@@ -41,7 +43,9 @@ async def test_relay_only_bots_connect_through_coturn(tmp_path):
             gatherer = peer.pc.getTransceivers()[0].sender.transport.transport.iceGatherer
             kinds = {c.type for c in gatherer.getLocalCandidates()}
         assert kinds == {"relay"}
-        assert turn.credential not in server.log_path.read_text()
+        log = server.log_path.read_text()
+        assert "POST /api/run/meetings/webrtc/index/initializeWebRTCRoom" in log  # it logs
+        assert turn.credential not in log
 
 
 def _split_candidates(sdp: str) -> tuple[str, list[str]]:
@@ -153,23 +157,30 @@ async def test_ice_failure_is_reported_and_the_pair_reconnects(backend: Backend,
     monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
     monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 2)
     meeting = await backend.meeting(2)
-    async with room(meeting, 0) as a, room(meeting, 1) as b:  # b joined later: b offers
-        await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
-        before = a.peers[b.user_id].pc
-        _cut(before)
-        await until(lambda: b.failures_reported >= 1 and b.ice_restarts >= 1, timeout=30)
-        await until(
-            lambda: (
-                connected_to(a, [b])
-                and connected_to(b, [a])
-                and a.peers[b.user_id].pc is not before
-            ),
-            timeout=30,
-        )
-        expected = {a.session_id: "connected", b.session_id: "connected"}
-        async with asyncio.timeout(10):  # both push their state again after the failure
-            while (await _states(a)) != expected:
-                await asyncio.sleep(0.1)
+    async with Relay(backend.url) as relay:
+        b = Room(relay.url, meeting[1].token, meeting.id, ice=IceOptions.loopback(), settings=FAST)
+        async with room(meeting, 0) as a, b:  # b joined later: b offers
+            await _reconnects_after_a_cut(a, b, relay)
+
+
+async def _reconnects_after_a_cut(a: Room, b: Room, relay: Relay) -> None:
+    await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
+    before = a.peers[b.user_id].pc
+    _cut(before)
+    await until(lambda: b.failures_reported >= 1 and b.ice_restarts >= 1, timeout=30)
+    (report,) = relay.called("handleConnectionFailure")  # what the backend received
+    assert report.status == "success" and report.args["errorType"] == "ice_failed"
+    assert report.args["sessionId"] == b.session_id
+    await until(
+        lambda: (
+            connected_to(a, [b]) and connected_to(b, [a]) and a.peers[b.user_id].pc is not before
+        ),
+        timeout=30,
+    )
+    expected = {a.session_id: "connected", b.session_id: "connected"}
+    async with asyncio.timeout(10):  # both push their state again after the failure
+        while (await _states(a)) != expected:
+            await asyncio.sleep(0.1)
 
 
 async def _states(r: Room) -> dict[str, str]:

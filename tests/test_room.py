@@ -201,3 +201,24 @@ async def test_bad_token_inactive_meeting_and_sfu_rooms_fail_clearly(backend):
     sfu = await backend.meeting(2, provider="getstream")
     with pytest.raises(UnsupportedProvider, match="getstream"):
         await room(sfu, 0).join()
+
+
+async def test_glare_both_sides_offering_at_once_ends_in_one_connection(backend):
+    meeting = await backend.meeting(2)
+    async with room(meeting, 0) as a, room(meeting, 1) as b:
+        await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
+        pa, pb = a.peers[b.user_id], b.peers[a.user_id]
+        first = pa.pc
+        await asyncio.gather(pa.offer(), pb.offer())  # a renegotiation from both ends at once
+        await until(
+            lambda: (
+                connected_to(a, [b])
+                and connected_to(b, [a])
+                and pa.pc is not first
+                and pa.pc.signalingState == pb.pc.signalingState == "stable"
+            )
+        )
+        # one connection: each side's remote description is the other side's local one
+        assert pa.pc.remoteDescription.sdp == pb.pc.localDescription.sdp
+        assert pb.pc.remoteDescription.sdp == pa.pc.localDescription.sdp
+        assert a.peers[b.user_id] is pa and b.peers[a.user_id] is pb

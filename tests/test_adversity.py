@@ -1,0 +1,277 @@
+"""A hostile or careless participant: junk on the chat channel, junk signals, a bot started twice.
+Real backend, real aiortc peers on loopback; the attacker is a real participant of the meeting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import uuid
+
+import psutil
+import pytest
+from aiortc.rtcsctptransport import WEBRTC_STRING
+from conftest import Backend
+from test_room import FAST, connected_to, room, until
+
+from agent.chat import MAX_TEXT
+from agent.errors import ChatTooLarge
+from agent.events import ChatMessage, ParticipantJoined, ParticipantLeft
+from agent.media.sources import Outgoing
+from agent.room import RoomSettings
+
+
+def _chat_open(r, other) -> bool:
+    peer = r.peers.get(other.user_id)
+    return peer is not None and peer.chat_open
+
+
+async def _next_chat(events, timeout: float = 10) -> ChatMessage:
+    async with asyncio.timeout(timeout):
+        async for event in events:
+            if isinstance(event, ChatMessage):
+                return event
+    raise AssertionError("no chat message")
+
+
+async def test_junk_on_the_chat_channel_is_dropped_counted_and_harms_nothing(backend: Backend):
+    meeting = await backend.meeting(2, chat=True)
+    audio = Outgoing.synthetic(audio=True, video=False)
+    victim, attacker = room(meeting, 0, outgoing=audio), room(meeting, 1, outgoing=audio)
+    inbox = victim.events()
+    async with victim, attacker:
+        await until(lambda: _chat_open(victim, attacker) and _chat_open(attacker, victim))
+        peer = victim.peers[attacker.user_id]
+        pc, frames = peer.pc, peer.frames_received("audio")
+        channel = attacker.peers[victim.user_id].channel
+        junk: list[str | bytes] = [
+            json.dumps({"type": "chat", "text": "x" * 262_000}),  # fills the SCTP message limit
+            "[" * 16_000 + "]" * 16_000,  # nested past the parser's recursion limit
+            "[" * 100_000 + "]" * 100_000,
+            b"\x00\x01 binary",
+            '{"type": "chat", "text": 5}',
+            '{"type": "chat", "text": "hi", "ts": "yesterday"}',
+            '{"type": "presence"}',
+            "[1, 2, 3]",
+            "not json",
+        ]
+        for message in junk:
+            channel.send(message)
+        # Not UTF-8, sent as a string message: aiortc's own send() cannot, so the attacker
+        # writes to its SCTP transport directly.
+        await channel.transport._send(channel.id, WEBRTC_STRING, b'{"type":"chat","text":"\xff"}')
+        channel.send(json.dumps({"type": "chat", "id": "real", "text": "still here", "ts": 1}))
+
+        message = await _next_chat(inbox)
+        assert (message.id, message.text, message.sender) == (
+            "real",
+            "still here",
+            attacker.user_id,
+        )
+        assert peer.chat_dropped == len(junk) + 1 and peer.chat_received == 1
+        await until(lambda: peer.frames_received("audio") > frames + 25)  # media flows on
+        assert victim.peers[attacker.user_id].pc is pc and pc.connectionState == "connected"
+
+
+async def test_chat_over_the_limit_is_refused_and_the_others_still_get_theirs(backend: Backend):
+    meeting = await backend.meeting(3, chat=True)
+    a, b, c = room(meeting, 0), room(meeting, 1), room(meeting, 2)
+    inboxes = [b.events(), c.events()]
+    async with a, b, c:
+        await until(lambda: _chat_open(a, b) and _chat_open(a, c))
+        with pytest.raises(ChatTooLarge, match=f"{MAX_TEXT}-byte limit"):
+            await a.send_chat("x" * (MAX_TEXT + 1))
+        largest = "é" * (MAX_TEXT // 2)  # exactly MAX_TEXT bytes of UTF-8
+        await a.send_chat(largest)
+        for inbox in inboxes:
+            assert (await _next_chat(inbox)).text == largest
+
+
+async def test_a_refused_offer_leaves_no_ghost_and_no_fast_polling(backend: Backend):
+    meeting = await backend.meeting(3)
+    a, b = room(meeting, 0), room(meeting, 1)
+    attacker = meeting[2]
+    async with a, b:
+        await until(lambda: connected_to(a, [b]))
+        huge = {"type": "offer", "sdp": "v=0\r\n" + "a=x-junk:" + "y" * 1_000_000 + "\r\n"}
+        broken = {"type": "offer", "sdp": "v=0\r\nthis is not sdp\r\n"}
+        for description in (huge, broken):
+            await attacker.api.send_description(
+                meeting.id, uuid.uuid4().hex, description, a.user_id
+            )
+        await _all_read(meeting[0], meeting.id)
+        await asyncio.sleep(0.5)
+        assert set(a.peers) == {b.user_id}
+        polls = a.signal_polls
+        await asyncio.sleep(2.0)
+        # idle polling is every 0.2 s (FAST); a ghost kept it at every 0.05 s (40 polls)
+        assert a.signal_polls - polls <= 14
+        assert a.peers[b.user_id].state == "connected"
+
+
+async def _all_read(member, meeting_id: str) -> None:
+    async with asyncio.timeout(30):
+        while await member.api.pending_signals(meeting_id):
+            await asyncio.sleep(0.2)
+
+
+async def _bot(backend: Backend, meeting, index: int, *extra: str):
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        "join",
+        "--url",
+        backend.url,
+        "--token",
+        meeting[index].token,
+        "--meeting",
+        meeting.id,
+        "--ice-address",
+        "127.0.0.1",
+        "--poll-fast",
+        "0.05",
+        "--json",
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _lines_until(process, text: str, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while text not in (await process.stdout.readline()).decode():
+            pass
+
+
+async def test_junk_signals_keep_a_bot_within_30_mb(backend: Backend):
+    meeting = await backend.meeting(3)
+    async with room(meeting, 0, outgoing=Outgoing.synthetic(audio=True, video=False)):
+        bot = await _bot(backend, meeting, 1, "--send", "audio", "--duration", "25")
+        await _lines_until(bot, "participant joined")
+        await asyncio.sleep(2)
+        start = psutil.Process(bot.pid).memory_info().rss
+        attacker, victim = meeting[2], meeting[1].user_id
+        junk = "candidate:1 1 udp 1 127.0.0.1 9 typ host " + "x" * 60_000
+        limit = asyncio.Semaphore(8)
+
+        async def candidate() -> None:
+            async with limit:
+                session = uuid.uuid4().hex
+                await attacker.api.send_candidate(meeting.id, session, {"candidate": junk}, victim)
+
+        await asyncio.gather(*(candidate() for _ in range(3000)))
+        huge = {"type": "offer", "sdp": "v=0\r\n" + "a=x:" + "y" * 1_000_000 + "\r\n"}
+        await attacker.api.send_description(meeting.id, uuid.uuid4().hex, huge, victim)
+        await _all_read(meeting[1], meeting.id)
+        grown = psutil.Process(bot.pid).memory_info().rss - start
+        out, err = await asyncio.wait_for(bot.communicate(), 40)
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert grown < 30 * 2**20, f"the bot grew by {grown / 2**20:.0f} MB"
+    assert summary["ok"] and summary["peers"] == [meeting[0].user_id], summary
+    assert bot.returncode == 0, err.decode()
+
+
+async def test_the_newest_session_of_a_user_wins_and_the_old_process_says_so(backend: Backend):
+    meeting = await backend.meeting(2)
+    third = room(meeting, 0)
+    events = third.events()
+    async with third:
+        old = await _bot(backend, meeting, 1, "--duration", "30")
+        await _lines_until(old, "participant joined")
+        new = await _bot(backend, meeting, 1, "--duration", "6")
+        out, err = await asyncio.wait_for(old.communicate(), 30)
+        assert old.returncode == 3, err.decode()
+        assert err.decode().strip().splitlines()[-1] == (
+            "connvo-agent join: replaced by a newer session of this user"
+        )
+        assert json.loads(out.decode().strip().splitlines()[-1])["ok"] is False
+        new_out, new_err = await asyncio.wait_for(new.communicate(), 30)
+        assert new.returncode == 0, new_err.decode()
+        assert json.loads(new_out.decode().strip().splitlines()[-1])["ok"] is True
+    seen = [
+        type(e).__name__
+        async for e in events
+        if isinstance(e, ParticipantJoined | ParticipantLeft) and e.user_id == meeting[1].user_id
+    ]
+    # one join of the old session, its leave, one join of the new one, its leave at the end:
+    # no cycles of sessions closing each other
+    assert seen == ["ParticipantJoined", "ParticipantLeft", "ParticipantJoined", "ParticipantLeft"]
+
+
+async def test_two_echo_bots_answer_each_other_once(backend: Backend):
+    meeting = await backend.meeting(3, chat=True)
+    sender = room(meeting, 0)
+    async with sender:
+        bots = [await _bot(backend, meeting, i, "--echo", "--duration", "8") for i in (1, 2)]
+        for bot in bots:
+            await _lines_until(bot, "participant joined")
+        await until(
+            lambda: (
+                len(sender.connected_peers()) == 2
+                and all(p.chat_open for p in sender.connected_peers())
+            )
+        )
+        await sender.send_chat("x" * MAX_TEXT)  # its echo must be cut to fit
+        results = [await asyncio.wait_for(b.communicate(), 30) for b in bots]
+    for bot, (out, err) in zip(bots, results, strict=True):
+        assert bot.returncode == 0, err.decode()
+        summary = json.loads(out.decode().strip().splitlines()[-1])
+        # each echoes the sender's message once, and never the other bot's echo
+        assert summary["chat_sent"] == 1 and summary["chat_received"] == 2, summary
+
+
+WATCHFUL = RoomSettings(poll=FAST.poll, discovery_interval=0.5, quality_interval=0.5, dead_after=3)
+
+
+async def _participant_events(events, user_id: str, count: int, timeout: float = 30):
+    seen = []
+    async with asyncio.timeout(timeout):
+        async for event in events:
+            if isinstance(event, ParticipantJoined | ParticipantLeft) and event.user_id == user_id:
+                seen.append(event)
+                if len(seen) == count:
+                    return seen
+    raise AssertionError(f"only {seen}")
+
+
+@pytest.mark.parametrize("survivor_first", [True, False])
+async def test_a_killed_participant_is_reported_left_on_either_side(backend, survivor_first):
+    meeting = await backend.meeting(2)
+    survivor = room(meeting, 0, WATCHFUL, outgoing=Outgoing.synthetic(audio=True, video=False))
+    events = survivor.events()
+    bot = None
+    if not survivor_first:  # the bot is there first, so the survivor offers
+        bot = await _bot(backend, meeting, 1, "--send", "audio", "--duration", "60")
+        await _lines_until(bot, "joined meeting")
+    async with survivor:
+        bot = bot or await _bot(backend, meeting, 1, "--send", "audio", "--duration", "60")
+        joined, *_ = await _participant_events(events, meeting[1].user_id, 1)
+        assert isinstance(joined, ParticipantJoined)
+        bot.kill()  # SIGKILL: no leave, no closeSession; its session stays active
+        await bot.wait()
+        (left,) = await _participant_events(events, meeting[1].user_id, 1)
+        assert isinstance(left, ParticipantLeft) and left.reason == "unreachable"
+        sessions = await survivor.api.active_sessions(meeting.id)
+        assert meeting[1].user_id in {s.userId for s in sessions}  # whatever the backend says
+        assert meeting[1].user_id not in survivor.peers
+
+
+async def test_a_frozen_participant_that_offers_again_comes_back(backend):
+    meeting = await backend.meeting(2)
+    survivor = room(meeting, 0, WATCHFUL, outgoing=Outgoing.synthetic(audio=True, video=False))
+    events = survivor.events()
+    async with survivor:
+        bot = await _bot(backend, meeting, 1, "--send", "audio", "--duration", "40")
+        await _participant_events(events, meeting[1].user_id, 1)
+        bot.send_signal(signal.SIGSTOP)  # frozen: as a network cut of several seconds
+        try:
+            (left,) = await _participant_events(events, meeting[1].user_id, 1)
+        finally:
+            bot.send_signal(signal.SIGCONT)
+        assert isinstance(left, ParticipantLeft)
+        (back,) = await _participant_events(events, meeting[1].user_id, 1)
+        assert isinstance(back, ParticipantJoined) and back.session_id == left.session_id
+        bot.kill()
+        await bot.wait()
