@@ -174,28 +174,8 @@ class ConnvoAPI:
 
     # --- transcripts ------------------------------------------------------------------------
 
-    async def ingest_transcript(
-        self,
-        meeting_id: str,
-        text: str,
-        confidence: float,
-        start_time: float,
-        end_time: float,
-        speaker_id: str | None = None,
-        language: str | None = None,
-        is_interim: bool | None = None,
-    ) -> m.IngestResult:
-        return await self._call(
-            fn.INGEST_TRANSCRIPT_CHUNK,
-            meetingId=meeting_id,
-            text=text,
-            confidence=confidence,
-            startTime=start_time,
-            endTime=end_time,
-            speakerId=speaker_id,
-            language=language,
-            isInterim=is_interim,
-        )
+    async def ingest_transcript(self, chunk: m.TranscriptChunkArgs) -> m.IngestResult:
+        return await self.client.call(fn.INGEST_TRANSCRIPT_CHUNK, chunk)
 
     async def transcript_chunks(
         self, meeting_id: str, from_sequence: int | None = None, limit: int | None = None

@@ -314,6 +314,9 @@ class User(Result):
 
 
 class TranscriptChunkArgs(MeetingArgs):
+    """A transcript chunk, as the transcriber makes it, the spool keeps it (JSON, these names) and
+    ingestTranscriptChunk takes it: one shape end to end. Times are epoch ms."""
+
     text: str
     confidence: float
     startTime: float

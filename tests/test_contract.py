@@ -19,6 +19,7 @@ from openapi_schema_validator import OAS30Validator
 from signaling import errors as e
 from signaling.api import ConnvoAPI
 from signaling.functions import FUNCTIONS
+from signaling.models import TranscriptChunkArgs
 
 CONTRACT = Path(__file__).parents[1] / "docs/contract/connvo-openapi.yaml"
 
@@ -147,23 +148,36 @@ async def _meeting_through_every_function(backend: Backend, recorder: Recorder) 
     await host.report_failure(meeting, "host-session", "ice_failed", "no candidate pair")
 
     first = await guest.ingest_transcript(
-        meeting,
-        "hello",
-        0.9,
-        1_700_000_000_000,
-        1_700_000_001_000,
-        speaker_id=guest_id,
-        language="en",
-        is_interim=False,
+        TranscriptChunkArgs(
+            meetingId=meeting,
+            text="hello",
+            confidence=0.9,
+            startTime=1_700_000_000_000,
+            endTime=1_700_000_001_000,
+            speakerId=guest_id,
+            language="en",
+            isInterim=False,
+        )
     )
-    await guest.ingest_transcript(meeting, "again", 0.8, 1_700_000_002_000, 1_700_000_003_000)
+    await guest.ingest_transcript(
+        TranscriptChunkArgs(
+            meetingId=meeting,
+            text="again",
+            confidence=0.8,
+            startTime=1_700_000_002_000,
+            endTime=1_700_000_003_000,
+        )
+    )
     await host.transcript_chunks(meeting)
     await host.transcript_chunks(meeting, from_sequence=first.sequence, limit=10)
     await guest.close_session(meeting, "guest-session")
     await guest.leave_meeting(meeting)
     await host.end_meeting(meeting)
+    late = TranscriptChunkArgs(
+        meetingId=meeting, text="late", confidence=0.9, startTime=1, endTime=2
+    )
     with pytest.raises(e.MeetingNotActive):
-        await guest.ingest_transcript(meeting, "late", 0.9, 1, 2)
+        await guest.ingest_transcript(late)
 
 
 async def test_every_request_and_answer_matches_the_contract(backend: Backend) -> None:

@@ -21,13 +21,26 @@ from signaling.client import NO_RETRY
 from signaling.devserver import DevServer, DevServerError
 from signaling.devserver.auth import ISSUER, load_secret, mint_token
 from signaling.devserver.store import new_id
-from signaling.models import IceServer, RoomFeatures, SessionDescription
+from signaling.models import IceServer, RoomFeatures, SessionDescription, TranscriptChunkArgs
 
 W = "meetings/webrtc/index/"
 T0 = 1_700_000_123_456  # a transcript start time (epoch ms)
 DEFAULT_FEATURES = RoomFeatures(
     chat=True, recording=False, transcription=True, screenSharing=True, maxParticipants=4
 )
+
+
+def chunk(
+    meeting_id: str,
+    text: str,
+    confidence: float = 0.5,
+    start: float = T0,
+    end: float = T0 + 1,
+    **more: Any,
+) -> TranscriptChunkArgs:
+    return TranscriptChunkArgs(
+        meetingId=meeting_id, text=text, confidence=confidence, startTime=start, endTime=end, **more
+    )
 
 
 async def refused(
@@ -651,13 +664,13 @@ async def test_transcript_chunks(backend: Backend) -> None:
     meeting = await backend.meeting(2)
     host, guest = meeting.host.api, meeting[1].api
     first = await host.ingest_transcript(
-        meeting.id, "  hello   world ", 0.9, T0, T0 + 1500, speaker_id=meeting.host.user_id
+        chunk(meeting.id, "  hello   world ", 0.9, T0, T0 + 1500, speakerId=meeting.host.user_id)
     )
     assert (first.success, first.sequence, first.bucketMs) == (True, 1, T0 // 300_000 * 300_000)
-    assert first.rateLimitRemaining == 599
-    second = await guest.ingest_transcript(meeting.id, "second", 1.0, T0 + 2000, T0 + 2500)
+    assert first.rateLimitRemaining == 49
+    second = await guest.ingest_transcript(chunk(meeting.id, "second", 1.0, T0 + 2000, T0 + 2500))
     third = await host.ingest_transcript(
-        meeting.id, "third one", 0.0, T0 + 3000, T0 + 3500, language="de", is_interim=True
+        chunk(meeting.id, "third one", 0.0, T0 + 3000, T0 + 3500, language="de", isInterim=True)
     )
     assert (second.sequence, third.sequence) == (2, 3)
 
@@ -688,33 +701,57 @@ async def test_transcript_refusals(backend: Backend) -> None:
         (("hi", 0.5, T0, T0), "Start time must be before end time"),
     ]
     for args, says in cases:
-        await refused(e.InvalidArgs, api.ingest_transcript(meeting.id, *args), says)
-    assert (await api.ingest_transcript(meeting.id, "x" * 10_000, 0.5, T0, T0 + 1)).success
+        await refused(e.InvalidArgs, api.ingest_transcript(chunk(meeting.id, *args)), says)
+    assert (await api.ingest_transcript(chunk(meeting.id, "x" * 10_000))).success
     outsider = backend.member().api
-    await refused(e.Forbidden, outsider.ingest_transcript(meeting.id, "hi", 0.5, T0, T0 + 1))
+    await refused(e.Forbidden, outsider.ingest_transcript(chunk(meeting.id, "hi")))
     scheduled = await backend.meeting(1, start=False)
     await refused(
         e.MeetingNotActive,
-        scheduled.host.api.ingest_transcript(scheduled.id, "hi", 0.5, T0, T0 + 1),
+        scheduled.host.api.ingest_transcript(chunk(scheduled.id, "hi")),
         "Meeting is not currently active",
     )
     await api.end_meeting(meeting.id)
-    await refused(e.MeetingNotActive, api.ingest_transcript(meeting.id, "hi", 0.5, T0, T0 + 1))
+    await refused(e.MeetingNotActive, api.ingest_transcript(chunk(meeting.id, "hi")))
+
+
+async def _until_refused(api: ConnvoAPI, meeting_id: str, limit: int) -> e.ApplicationError:
+    """Posts chunks until the limiter refuses one; checks the window's answers on the way."""
+    answers: list[int] = []
+    with pytest.raises(e.RateLimitExceeded) as info:
+        for i in range(2 * limit + 1):  # a window may turn over once meanwhile
+            answer = await api.ingest_transcript(chunk(meeting_id, f"w{i}"))
+            answers.append(answer.rateLimitRemaining)
+    assert answers[-limit:] == list(range(limit - 1, -1, -1))  # the refused window, counted down
+    return info.value
 
 
 async def test_transcript_rate_limit(configured: Backend) -> None:
     meeting = await configured.meeting(2)
     api = configured.api(meeting.host.token, retry=NO_RETRY)
-    answers = []
-    with pytest.raises(e.RateLimitExceeded) as info:
-        for i in range(7):  # the limit is 3 a minute; a window may turn over once meanwhile
-            answers.append(await api.ingest_transcript(meeting.id, f"w{i}", 0.5, T0, T0 + 1))
-    assert info.value.code == "RATE_LIMIT_EXCEEDED"
-    assert "Rate limit exceeded for transcriptIngestion" in info.value.message
-    assert answers[-1].rateLimitRemaining == 0
+    before_ms = time.time() * 1000
+    refusal = await _until_refused(api, meeting.id, 3)
+    assert refusal.code == "RATE_LIMIT_EXCEEDED"
+    assert "Rate limit exceeded for transcriptIngestion" in refusal.message
+    # the metadata the real limiter answers (BACKEND.md): fixed one-minute windows
+    meta = refusal.metadata
+    assert set(meta) == {"action", "limit", "resetTime", "retryAfterSeconds", "windowStart"}
+    assert (meta["action"], meta["limit"]) == ("transcriptIngestion", 3)
+    assert meta["windowStart"] % 60_000 == 0 and meta["resetTime"] == meta["windowStart"] + 60_000
+    assert meta["windowStart"] <= time.time() * 1000 and meta["resetTime"] > before_ms
+    assert 1 <= meta["retryAfterSeconds"] <= 60
+    assert f"Try again in {meta['retryAfterSeconds']} seconds." in refusal.message
     # the limit is per user: the other participant still has all of it
-    other = await meeting[1].api.ingest_transcript(meeting.id, "mine", 0.5, T0, T0 + 1)
+    other = await meeting[1].api.ingest_transcript(chunk(meeting.id, "mine"))
     assert other.rateLimitRemaining == 2
+
+
+async def test_the_transcript_limit_defaults_to_the_real_one(backend: Backend) -> None:
+    """50 chunks per user per minute, as observed on Connvo (BACKEND.md)."""
+    meeting = await backend.meeting(1)
+    api = backend.api(meeting.host.token, retry=NO_RETRY)
+    refusal = await _until_refused(api, meeting.id, 50)
+    assert refusal.metadata["limit"] == 50
 
 
 # --- the transport ---------------------------------------------------------------------------
@@ -786,7 +823,7 @@ async def test_restart_with_the_same_data_loses_nothing(tmp_path: Path) -> None:
         meeting = await before.meeting(2, chat=False)
         host, guest = meeting.members
         await host.api.send_description(meeting.id, "s", offer("kept"), guest.user_id)
-        await host.api.ingest_transcript(meeting.id, "kept", 0.5, T0, T0 + 1)
+        await host.api.ingest_transcript(chunk(meeting.id, "kept"))
         url = server.url
         await asyncio.to_thread(server.restart)  # a new process, on the same port
         assert server.url == url
@@ -798,7 +835,7 @@ async def test_restart_with_the_same_data_loses_nothing(tmp_path: Path) -> None:
         assert signal.data.sdp == "kept"
         assert [c.text for c in await again.transcript_chunks(meeting.id)] == ["kept"]
         assert (await again.initialize_room(meeting.id)).features.chat is False
-        nxt = await again.ingest_transcript(meeting.id, "next", 0.5, T0, T0 + 1)
+        nxt = await again.ingest_transcript(chunk(meeting.id, "next"))
         assert nxt.sequence == 2
 
 

@@ -3,9 +3,13 @@ lost to a backend outage, a rate limit or a restart.
 
 An append-only JSON-lines file, fsynced after each record:
 
-    {"op": "chunk", "id": 7, "chunk": {...ingestTranscriptChunk args...}}
+    {"op": "chunk", "id": 7, "chunk": {...TranscriptChunkArgs...}}
+    {"op": "merge", "id": 7, "ids": [9, 12], "chunk": {...}}  9 and 12 folded into 7
     {"op": "ack", "id": 7, "meeting": "m1", "sequence": 42}    accepted, with its sequence
     {"op": "reject", "id": 8, "error": "..."}       refused for good; the text stays in the file
+
+A merge (the poster's answer to a low rate budget) is written before the merged chunk is
+posted, so a restart posts exactly what may already be stored, and never the parts again.
 
 Opening it replays the records: chunks with neither ack nor reject are pending, oldest first,
 and are posted before anything new. A torn last line (a crash mid-write) is ignored. When
@@ -21,11 +25,15 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from signaling.models import TranscriptChunkArgs as Chunk
+
 
 class Spool:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.pending: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.pending: OrderedDict[int, Chunk] = OrderedDict()
         self.last_sequence: dict[str, int] = {}
         """Per meeting, the highest sequence the backend gave one of our chunks: a stored
         chunk of ours that we never heard back about can only come after it."""
@@ -37,18 +45,25 @@ class Spool:
     def __repr__(self) -> str:
         return f"Spool({str(self.path)!r}, pending={len(self.pending)})"
 
-    def add(self, chunk: dict[str, Any]) -> int:
+    def add(self, chunk: Chunk) -> int:
         chunk_id = self._next_id
         self._next_id += 1
-        self._write({"op": "chunk", "id": chunk_id, "chunk": chunk})
+        self._write({"op": "chunk", "id": chunk_id, "chunk": _dump(chunk)})
         self.pending[chunk_id] = chunk
         return chunk_id
 
-    def head(self) -> tuple[int, dict[str, Any]] | None:
+    def head(self) -> tuple[int, Chunk] | None:
         return next(iter(self.pending.items()), None)
 
+    def merge(self, chunk_id: int, folded: list[int], chunk: Chunk) -> None:
+        """`chunk_id` now holds `chunk`, which carries the text of the `folded` chunks too."""
+        self._write({"op": "merge", "id": chunk_id, "ids": folded, "chunk": _dump(chunk)})
+        for other in folded:
+            del self.pending[other]
+        self.pending[chunk_id] = chunk  # an existing key keeps its place: order holds
+
     def ack(self, chunk_id: int, sequence: int) -> None:
-        meeting = self.pending[chunk_id]["meetingId"]
+        meeting = self.pending[chunk_id].meetingId
         self._write({"op": "ack", "id": chunk_id, "meeting": meeting, "sequence": sequence})
         self.pending.pop(chunk_id)
         self._saw(meeting, sequence)
@@ -74,17 +89,24 @@ class Spool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             return
-        chunks: dict[int, dict[str, Any]] = {}
-        kept: dict[int, bytes] = {}
+        chunks: dict[int, Chunk] = {}
+        kept: dict[int, list[str]] = {}  # the lines a pending chunk replays from
         for line in self.path.read_bytes().splitlines():
             record = _parse(line)
             if record is None:
                 continue
             chunk_id = record["id"]
             self._next_id = max(self._next_id, chunk_id + 1)
-            if record["op"] == "chunk":
-                chunks[chunk_id] = record["chunk"]
-                kept[chunk_id] = line
+            if record["op"] in ("chunk", "merge"):
+                chunk = _load(record["chunk"])
+                if chunk is None:  # ours, so never expected; kept as if rejected, never lost
+                    self._rejected.append(line.decode())
+                    continue
+                chunks[chunk_id] = chunk
+                kept.setdefault(chunk_id, []).append(line.decode())
+                for other in record.get("ids", ()):
+                    chunks.pop(other, None)
+                    kept[chunk_id][-1:-1] = kept.pop(other, [])
             elif record["op"] == "ack":
                 chunks.pop(chunk_id, None)
                 kept.pop(chunk_id, None)
@@ -92,7 +114,7 @@ class Spool:
                     self._saw(record["meeting"], record["sequence"])
             elif record["op"] == "reject":
                 chunks.pop(chunk_id, None)
-                self._rejected += [kept.pop(chunk_id, b"").decode(), line.decode()]
+                self._rejected += [*kept.pop(chunk_id, []), line.decode()]
         self.pending = OrderedDict(sorted(chunks.items()))
         if not self.pending:
             self._compact()
@@ -112,11 +134,22 @@ class Spool:
         temporary.replace(self.path)
 
 
+def _dump(chunk: Chunk) -> dict[str, Any]:
+    return chunk.model_dump(mode="json", exclude_none=True)
+
+
+def _load(data: Any) -> Chunk | None:
+    try:
+        return Chunk.model_validate(data)
+    except ValidationError:
+        return None
+
+
 def _parse(line: bytes) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(record, dict) or record.get("op") not in ("chunk", "ack", "reject"):
+    if not isinstance(record, dict) or record.get("op") not in ("chunk", "merge", "ack", "reject"):
         return None
     return record

@@ -1,9 +1,14 @@
 """`connvo-agent transcribe`: a receive-only participant that turns every remote participant's
 speech into transcript chunks.
 
-Per audio track: frames -> Segmenter (resample, VAD, timeline) -> utterances -> the engine, in
-worker processes -> chunks -> the spool -> the poster. Reading frames never waits on
-recognition (a queue sits between them), so a slow engine delays chunks but loses no audio.
+Per audio track: frames -> Segmenter (resample, VAD, timeline) -> utterances -> Backlog -> the
+engine, in worker processes -> chunks -> the spool -> the poster.
+
+No audio is dropped between the track and the recognizer. The reader takes every frame the
+track received (`frames(maxsize=0)`: no drop-oldest queue) and only runs the VAD, cheap next to
+recognition, so it keeps pace with the network even with the CPU busy. Recognition may fall
+behind; its utterances then wait in a Backlog, in memory up to BACKLOG_MEMORY bytes of audio and
+in a temporary file past that, so a slow engine costs latency and disk, never audio or RAM.
 """
 
 from __future__ import annotations
@@ -12,24 +17,30 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from agent.events import Event, TrackReceived
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
 from agent.room import JoinRequest, JoinTarget, Room
 from agent.workers.engines import EnginePool, Transcript, engine_named
-from agent.workers.poster import Poster
+from agent.workers.poster import PER_MINUTE, Poster
 from agent.workers.spool import Spool
 from agent.workers.utterances import Segmenter, Utterance
 from signaling.api import ConnvoAPI
 from signaling.client import NO_RETRY
+from signaling.models import TranscriptChunkArgs as Chunk
 
 log = logging.getLogger(__name__)
 
 Submit = Callable[[str, Utterance, Transcript], None]
+
+BACKLOG_MEMORY = 16 * 2**20
+"""Bytes of utterance audio held in memory for the engine (about 8 minutes at 16 kHz s16)."""
 
 
 def request() -> JoinRequest:
@@ -50,6 +61,8 @@ class TranscriberOptions:
     """Seconds that stopping spends posting what is left; the rest waits for the next start."""
     workers: int = 2
     quiet: bool = False
+    per_minute: int = PER_MINUTE
+    """Chunks the backend takes per minute from this user; learnt anew from a refusal."""
 
     def spool_path(self) -> Path:
         if self.spool is not None:
@@ -58,8 +71,64 @@ class TranscriberOptions:
         return state / "connvo-agent" / f"transcripts-{self.target.meeting_id}.jsonl"
 
 
+@dataclass(frozen=True)
+class _OnDisk:
+    offset: int
+    size: int
+    start_ms: int
+    end_ms: int
+
+
+class Backlog:
+    """Utterances waiting for the engine, oldest first: their audio in memory up to `memory`
+    bytes, in a temporary file past that. Never drops one and never blocks the reader."""
+
+    def __init__(self, memory: int = BACKLOG_MEMORY) -> None:
+        self._queue: asyncio.Queue[Utterance | _OnDisk | None] = asyncio.Queue()
+        self._memory = memory
+        self._held = 0
+        self._file: IO[bytes] | None = None
+        self.spilled = 0
+        """Utterances that waited on disk."""
+
+    def put(self, utterance: Utterance) -> None:
+        size = len(utterance.pcm)
+        if self._held + size <= self._memory:
+            self._held += size
+            self._queue.put_nowait(utterance)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="connvo-utterances-")  # noqa: SIM115 (close())
+        offset = self._file.seek(0, os.SEEK_END)
+        self._file.write(utterance.pcm)
+        self.spilled += 1
+        self._queue.put_nowait(_OnDisk(offset, size, utterance.start_ms, utterance.end_ms))
+
+    def end(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def get(self) -> Utterance | None:
+        """The oldest utterance; None once `end()` was called and all before it were taken."""
+        item = await self._queue.get()
+        if item is None:
+            return None
+        if isinstance(item, Utterance):
+            self._held -= len(item.pcm)
+            return item
+        assert self._file is not None
+        self._file.seek(item.offset)
+        pcm = self._file.read(item.size)
+        if self._queue.empty():  # nothing else waits on disk: give the space back
+            self._file.truncate(0)
+        return Utterance(pcm, item.start_ms, item.end_ms)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 class Listener:
-    """One remote audio track: reads frames, cuts utterances, transcribes them in order."""
+    """One remote audio track: reads every frame, cuts utterances, transcribes them in order."""
 
     def __init__(self, user_id: str, track: RemoteTrack, pool: EnginePool, submit: Submit) -> None:
         self.user_id = user_id
@@ -67,42 +136,53 @@ class Listener:
         self._pool = pool
         self._submit = submit
         self._segmenter = Segmenter(pool.engine.sample_rate)
-        self._utterances: asyncio.Queue[Utterance | None] = asyncio.Queue()
+        self.backlog = Backlog()
+        self.frames = 0
+        """Frames read from the track and fed to the VAD."""
         self._ended = False
         self._reader = asyncio.create_task(self._read(), name=f"listen {user_id}")
         self._writer = asyncio.create_task(self._write(), name=f"transcribe {user_id}")
 
+    @property
+    def unread(self) -> int:
+        """Frames the track received that the VAD has not seen (yet): 0 once the reader ended."""
+        return self._track.frames_received - self.frames
+
     async def _read(self) -> None:
-        async for frame in self._track.frames():
+        async for frame in self._track.frames(maxsize=0):
+            self.frames += 1
             for utterance in self._segmenter.feed(frame):
-                self._utterances.put_nowait(utterance)
+                self.backlog.put(utterance)
         self._end()
 
     def _end(self) -> None:
         if not self._ended:
             self._ended = True
             for utterance in self._segmenter.flush():
-                self._utterances.put_nowait(utterance)
-            self._utterances.put_nowait(None)
+                self.backlog.put(utterance)
+            self.backlog.end()
 
     async def _write(self) -> None:
-        while (utterance := await self._utterances.get()) is not None:
-            try:
-                transcript = await self._pool.transcribe(utterance.pcm)
-            except Exception:
-                log.exception("the engine failed on %s's utterance", self.user_id)
-                continue
-            if transcript.text:
-                self._submit(self.user_id, utterance, transcript)
+        try:
+            while (utterance := await self.backlog.get()) is not None:
+                try:
+                    transcript = await self._pool.transcribe(utterance.pcm)
+                except Exception:
+                    log.exception("the engine failed on %s's utterance", self.user_id)
+                    continue
+                if transcript.text:
+                    self._submit(self.user_id, utterance, transcript)
+        finally:
+            self.backlog.close()
 
     async def close(self, timeout: float) -> None:
-        """Stops reading; speech already heard is still transcribed, for up to `timeout` s."""
-        self._reader.cancel()
-        await asyncio.wait([self._reader])
-        self._end()
-        _, late = await asyncio.wait([self._writer], timeout=timeout)
+        """Stops the track; every frame it received is still read and its speech transcribed,
+        for up to `timeout` s."""
+        await self._track.stop()
+        _, late = await asyncio.wait([self._reader, self._writer], timeout=timeout)
         for task in late:
             task.cancel()
+        if late:
             log.warning("%s: stopped before the last utterances were transcribed", self.user_id)
 
 
@@ -124,15 +204,15 @@ class Transcriber:
                 self.listeners.append(listener)
 
     def _chunk(self, speaker: str, utterance: Utterance, transcript: Transcript) -> None:
-        chunk = {
-            "meetingId": self.room.meeting_id,
-            "speakerId": speaker,
-            "text": transcript.text,
-            "confidence": transcript.confidence,
-            "startTime": utterance.start_ms,
-            "endTime": utterance.end_ms,
-            "language": self.language,
-        }
+        chunk = Chunk(
+            meetingId=self.room.meeting_id,
+            speakerId=speaker,
+            text=transcript.text,
+            confidence=transcript.confidence,
+            startTime=utterance.start_ms,
+            endTime=utterance.end_ms,
+            language=self.language,
+        )
         chunk_id = self.poster.submit(chunk)
         if not self.quiet:
             print(
@@ -151,7 +231,8 @@ async def run_transcriber(options: TranscriberOptions) -> int:
     spool = Spool(options.spool_path())
     pool = EnginePool(engine, options.workers)
     target = options.target
-    poster = Poster(ConnvoAPI(target.url, target.token, retry=NO_RETRY), spool)
+    api = ConnvoAPI(target.url, target.token, ca_file=target.ca_file, retry=NO_RETRY)
+    poster = Poster(api, spool, per_minute=options.per_minute)
     room = target.room(request())
     try:
         events = room.events()

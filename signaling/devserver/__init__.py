@@ -8,7 +8,7 @@ Where the real backend is odd, this one copies it. Deliberate differences:
   in its own format);
 - the newest room configuration row is used where the real code fails once a meeting has two;
 - `rateLimitRemaining` is the real remaining count (the real code answers 0); the per-user
-  transcript limit is `--transcript-rate` per minute (default 600);
+  transcript limit is `--transcript-rate` per minute (default 50, the real one);
 - `getTranscriptChunks` without `bucketMs` returns every chunk (the real one, about 30 minutes);
 - arguments are checked strictly: id fields must look like ids of their table;
 - the `dev/*` functions (`dev/configureRoom`) exist only here.

@@ -68,11 +68,20 @@ def insufficient_permissions(required_role: str, current_role: str | None) -> Co
     )
 
 
-def rate_limited(action: str, limit: int, retry_after_ms: int) -> ConvexError:
-    seconds = -(-retry_after_ms // 1000)
+def rate_limited(
+    action: str, limit: int, window_start: int, reset_time: int, now: int
+) -> ConvexError:
+    """The metadata the real limiter answers (BACKEND.md, observed): times in epoch ms."""
+    seconds = -(-(reset_time - now) // 1000)
     return ConvexError(
         "RATE_LIMIT_EXCEEDED",
         f"Rate limit exceeded for {action}. Try again in {seconds} seconds.",
         429,
-        {"action": action, "limit": limit, "retryAfterMs": retry_after_ms},
+        {
+            "action": action,
+            "limit": limit,
+            "resetTime": reset_time,
+            "retryAfterSeconds": seconds,
+            "windowStart": window_start,
+        },
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_TRANSCRIPT_RATE = 600
-"""Transcript chunks per user per minute. The real backend allows 100; tests and demos with
-fast synthetic speech need more headroom, and the limit itself is tested with a small one."""
+DEFAULT_TRANSCRIPT_RATE = 50
+"""Transcript chunks per user per minute: the real backend's limit (docs/contract/BACKEND.md,
+"Observed on Connvo's own functions"), so the transcriber is tested against what it will meet."""
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def _take_rate(ctx: Ctx, user_id: str) -> int:
     row = ctx.tx.first("rateLimits", userId=user_id, action=RATE_ACTION, windowStartMs=window)
     count = row["count"] if row else 0
     if count >= limit:
-        raise err.rate_limited(RATE_ACTION, limit, window + WINDOW_MS - now)
+        raise err.rate_limited(RATE_ACTION, limit, window, window + WINDOW_MS, now)
     if row is None:
         ctx.tx.insert(
             "rateLimits",
