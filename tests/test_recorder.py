@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ from agent.ice import IceOptions
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
 from agent.room import Room
 from agent.workers.recorder import Recorder, request
-from agent.workers.recording import ParticipantFile
+from agent.workers.recording import BACKLOG, ParticipantFile
 
 SPEECH = "The recorder keeps every word of this meeting, even when it is killed without warning."
 MARGIN = 1.0
@@ -240,3 +241,32 @@ async def test_a_stalled_participant_becomes_silence_and_the_file_keeps_real_tim
     assert rms(audio[48000 * 3 // 2 : 48000 * 2]) < 0.001  # inside the gap
     assert rms(audio[: 48000 * 3 // 4]) > 0.1 and rms(audio[-48000 * 3 // 4 :]) > 0.1
     assert video_frames == 25
+
+
+async def test_an_encoder_far_behind_drops_video_counted_and_logged_and_keeps_all_audio(
+    tmp_path, caplog
+):
+    """A burst far past the video budget (the encoder cannot keep up): the queue stays bounded,
+    the video frames given up are counted, logged and in the manifest, and every frame that was
+    kept, and all the audio, is in the file."""
+    started = time.monotonic() - 10
+    file = ParticipantFile(tmp_path / "burst.ts", started, "u", "s", frozenset({"audio", "video"}))
+    tone = ToneTrack(volume=0.5)
+    video = av.VideoFrame.from_ndarray(np.zeros((720 * 3 // 2, 1280), np.uint8), format="yuv420p")
+    budget = BACKLOG["video"] // sum(p.buffer_size for p in video.planes)
+    with caplog.at_level(logging.WARNING, logger="agent.workers.recording"):
+        for index in range(3 * budget):  # in one go, as a stalled loop would hand them over
+            file.put("video", video, started + index / 30)
+        for index in range(500):  # 10 s of audio: within its budget
+            frame = await tone.recv()
+            frame.pts = index * 960
+            file.put("audio", frame, started + index * 0.02)
+        await asyncio.to_thread(file.finish)
+    audio, video_frames = decode(tmp_path / "burst.ts")
+    assert file.dropped["audio"] == 0 and len(audio) / 48000 == pytest.approx(10, abs=0.05)
+    assert budget <= video_frames < 3 * budget
+    assert video_frames + file.dropped["video"] == 3 * budget
+    assert file.describe()["dropped"] == {"audio": 0, "video": file.dropped["video"]}
+    warnings = [r.getMessage() for r in caplog.records if "burst.ts" in r.getMessage()]
+    assert any("dropping video frames" in w for w in warnings), warnings
+    assert any(str(file.dropped["video"]) in w for w in warnings), warnings

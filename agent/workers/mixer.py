@@ -2,7 +2,9 @@
 one timeline (the recorder's start is t=0), mono AAC in MPEG-TS like the participant files.
 
 A span is encoded only once LATENCY has passed, so a participant's late frames still land in
-it; silence fills the time nobody speaks, so the mix is as long as the recording.
+it; silence fills the time nobody speaks, so the mix is as long as the recording. The queue
+holds QUEUE spans; past that a participant's thread waits for the mixer (backpressure: summing
+is cheap, so this only happens with the CPU starved), and nothing is dropped here.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from agent.workers.recording import END, MUXER_OPTIONS, Recording
 
 LATENCY = 1.0
 TICK = 0.25
+QUEUE = 500
+"""Spans waiting to be summed: 10 s of one participant's 20 ms frames."""
 
 
 class Mixer(Recording):
@@ -29,14 +33,14 @@ class Mixer(Recording):
     def __init__(self, path: Path, started: float) -> None:
         self._base = 0  # timeline sample index of _buffer[0]
         self._buffer = np.zeros(0, np.float32)
-        super().__init__(path, started, None, None)
+        super().__init__(path, started, None, None, maxsize=QUEUE)
         self.audio = {"codec": "aac", "sampleRate": SAMPLE_RATE, "channels": 1}
 
     def add(self, file_started: float, at_sample: int, mono: np.ndarray) -> None:
         """From any recording's thread: `mono` (float, -1..1) starts at `at_sample` of a file
         that started at `file_started` (time.monotonic())."""
         offset = round((file_started - self.started) * SAMPLE_RATE)
-        self._queue.put((offset + at_sample, mono))
+        self._hand((offset + at_sample, mono))
 
     def _run(self) -> None:
         container = av.open(str(self.path), "w", format="mpegts", options=MUXER_OPTIONS)

@@ -6,6 +6,10 @@ connection of the same session (an ICE restart) brings new tracks that continue 
 a file closes when its participant leaves, or when its tracks ended and none came back within
 GRACE. A screen share goes to its own video-only file (`..._screen.ts`): MPEG-TS cannot add a
 stream to a file already written, and a share may start at any time.
+
+Every frame is read (`frames(maxsize=0)`) and handed to its file without waiting, so the reader
+keeps pace with the network; each file's queue is bounded in bytes per kind (recording.py),
+and what an encoder too far behind has to give up is counted, logged and in the manifest.
 """
 
 from __future__ import annotations

@@ -5,6 +5,14 @@ MPEG-TS because it has no index or trailer to lose: every 188-byte packet stands
 cut anywhere (a SIGKILL) decodes up to the cut. Packets reach the kernel as they are muxed
 (`flush_packets`), x264 runs with `zerolatency` (no lookahead holding frames back) and the
 interleaver waits at most half a second for a quiet stream: a kill loses about a second.
+
+Bounded, and never silently: frames arrive in real time from peers that cannot be slowed
+down, so the event loop hands them over without ever waiting. Each file's queue holds at most
+BACKLOG bytes of frames per kind; should its encoder fall that far behind (a starved CPU), new
+frames of that kind are dropped, counted in `dropped` (and the manifest), and logged when the
+dropping starts and when the file closes. Video has the smaller budget in time, so it goes
+first; missing audio becomes silence, so the file keeps real time. The mix's queue is bounded
+too, but there the participants' threads wait for the mixer (backpressure), so it drops nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +40,9 @@ DRIFT = 2.0
 START_WAIT = 2.0
 """Seconds to wait for the first video frame, whose size the header needs."""
 DEFAULT_SIZE = (640, 480)
-BACKLOG = 900
-"""Queued frames beyond which video is dropped to keep audio: the encoder cannot keep up."""
+BACKLOG = {"audio": 8 * 2**20, "video": 64 * 2**20}
+"""Bytes of frames a file's queue holds per kind: ~40 s of 48 kHz stereo audio, ~4 s of
+640x480 video at 30 fps."""
 MUXER_OPTIONS = {"flush_packets": "1", "max_interleave_delta": "500000"}
 X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "26", "g": "60"}
 
@@ -45,7 +54,14 @@ class Recording:
 
     kind = "participant"
 
-    def __init__(self, path: Path, started: float, user_id: str | None, session: str | None):
+    def __init__(
+        self,
+        path: Path,
+        started: float,
+        user_id: str | None,
+        session: str | None,
+        maxsize: int = 0,
+    ) -> None:
         self.path = path
         self.started = started  # time.monotonic() of the file's t=0
         self.started_epoch = time.time() - (time.monotonic() - started)
@@ -55,7 +71,9 @@ class Recording:
         self.complete = False
         self.audio: dict[str, Any] | None = None
         self.video: dict[str, Any] | None = None
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.dropped = {"audio": 0, "video": 0}
+        """Frames given up because the encoder was BACKLOG behind (logged, never silent)."""
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
         self._thread = threading.Thread(target=self._guarded, name=f"record {path.name}")
         self._thread.start()
 
@@ -72,12 +90,24 @@ class Recording:
             "complete": self.complete,
             "audio": self.audio,
             "video": self.video,
+            "dropped": dict(self.dropped),
         }
 
     def finish(self) -> None:
         """Blocks until the file is closed: call it from a thread (asyncio.to_thread)."""
-        self._queue.put(END)
+        self._hand(END)
         self._thread.join()
+
+    def _hand(self, item: Any) -> bool:
+        """Queues `item`, waiting while the queue is full, as long as the file's thread runs
+        (one that failed was logged and reads nothing more)."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _guarded(self) -> None:
         try:
@@ -132,17 +162,29 @@ class ParticipantFile(Recording):
         self._next_sample = 0
         self._video_end = 0.0
         self._last_pts = -1
-        self.frames_dropped = 0
+        self._queued = {"audio": 0, "video": 0}  # bytes, shared with the thread: under _lock
+        self._lock = threading.Lock()
+        self._dropping = {"audio": False, "video": False}
         super().__init__(path, started, user_id, session)
 
     def put(self, kind: str, frame: av.AudioFrame | av.VideoFrame, arrival: float) -> None:
         """From the event loop: never blocks; the frame is only read, never changed, here on."""
-        if not self._thread.is_alive():  # failed (logged): holding frames would only leak
+        size = sum(plane.buffer_size for plane in frame.planes)
+        with self._lock:
+            room = self._queued[kind] + size <= BACKLOG[kind] and self._thread.is_alive()
+            if room:
+                self._queued[kind] += size
+        if not room:
+            self._drop(kind)
             return
-        if kind == "video" and self._queue.qsize() > BACKLOG:
-            self.frames_dropped += 1
-            return
-        self._queue.put((kind, frame, arrival))
+        self._dropping[kind] = False
+        self._queue.put((kind, frame, arrival, size))
+
+    def _drop(self, kind: str) -> None:
+        self.dropped[kind] += 1
+        if not self._dropping[kind] and self._thread.is_alive():  # a failed thread was logged
+            log.warning("%s: the encoder is behind; dropping %s frames", self.path.name, kind)
+        self._dropping[kind] = True
 
     # --- the file's thread --------------------------------------------------------------------
 
@@ -155,6 +197,11 @@ class ParticipantFile(Recording):
                 item = None
             if item is END:
                 break
+            if item is not None:
+                kind, frame, arrival, size = item
+                with self._lock:
+                    self._queued[kind] -= size
+                item = (kind, frame, arrival)
             if self._container is None:
                 if item is not None:
                     pending.append(item)
@@ -166,6 +213,8 @@ class ParticipantFile(Recording):
         if self._container is None and pending:
             self._open(pending)
         self._close()
+        if any(self.dropped.values()):
+            log.warning("%s: frames dropped, encoder behind: %s", self.path.name, self.dropped)
 
     def _ready(self, pending: list[tuple[str, Any, float]]) -> bool:
         if not pending:
