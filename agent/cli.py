@@ -114,12 +114,34 @@ def _join_command(sub: Subparsers) -> None:
 
 def _meeting_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", required=True, help="the Connvo deployment (or dev backend) URL")
+    _ca_option(p)
     p.add_argument(
         "--token",
         default=os.environ.get("CONNVO_TOKEN"),
         help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)",
     )
     p.add_argument("--meeting", required=True, metavar="ID")
+
+
+def _ca_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ca-file",
+        type=_ca_file,
+        metavar="PEM",
+        help="CA bundle that verifies an https URL (default: $SSL_CERT_FILE, else certifi's)",
+    )
+
+
+def _ca_file(path: str) -> str:
+    """A readable bundle of PEM certificates, or argparse's one-line error."""
+    from signaling.client import tls_context
+    from signaling.errors import BadCABundle
+
+    try:
+        tls_context(path)
+    except BadCABundle as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return path
 
 
 def _target(args: argparse.Namespace) -> JoinTarget:
@@ -138,6 +160,7 @@ def _target(args: argparse.Namespace) -> JoinTarget:
         meeting_id=args.meeting,
         ice=IceOptions(addresses=addresses, policy=args.ice_policy),
         settings=RoomSettings(poll=PollSettings(args.poll_fast, args.poll_idle)),
+        ca_file=args.ca_file,
     )
 
 
@@ -240,6 +263,7 @@ def _load_command(sub: Subparsers) -> None:
     p.add_argument("--workers", type=int, metavar="K", help="processes (default: one per core)")
     p.add_argument("--ray", metavar="ADDRESS", help="Ray cluster: auto, ray://HOST:PORT, local")
     p.add_argument("--url", help="a real deployment (default: an embedded dev backend)")
+    _ca_option(p)
     p.add_argument(
         "--host-token",
         default=os.environ.get("CONNVO_HOST_TOKEN"),
@@ -280,7 +304,7 @@ def _load(args: argparse.Namespace) -> int:
         if not args.host_token or not args.tokens:
             raise SystemExit("connvo-agent load: --url needs --host-token and --tokens FILE")
         tokens = tuple(t.strip() for t in args.tokens.read_text().splitlines() if t.strip())
-        target = Target(args.url, args.host_token, tokens)
+        target = Target(args.url, args.host_token, tokens, args.ca_file)
     try:
         result = run_load(config, target=target, workers=args.workers, ray=args.ray)
     except (RayMissing, ConnvoError, ValueError) as e:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from signaling import functions as fn
 from signaling import models as m
-from signaling.client import DEFAULT_RETRY, ConvexClient, RetryPolicy
+from signaling.client import DEFAULT_RETRY, ConvexClient, RetryPolicy, Transport
 from signaling.functions import Function
 
 
@@ -20,10 +18,11 @@ class ConnvoAPI:
         url: str,
         token: str | None,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: Transport | None = None,
+        ca_file: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
-        self.client = ConvexClient(url, token, http=http, retry=retry)
+        self.client = ConvexClient(url, token, http=http, ca_file=ca_file, retry=retry)
 
     def __repr__(self) -> str:
         return f"ConnvoAPI({self.client!r})"

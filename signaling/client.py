@@ -1,52 +1,181 @@
 """The Convex HTTP client: `POST {url}/api/run/{path}` with a bearer token, answers unwrapped.
 
-Every bot of a process shares one httpx connection pool (`shared_http()`): hundreds of bots
-polling signals must not each hold their own sockets. Retries follow what is safe: a request
-that never reached the server, or was refused by the rate limiter, never ran and can always be
-sent again; one that may have run (timeout, 5xx, garbled answer) is repeated only for functions
-marked retry-safe in the catalogue. Application errors are answers, never retried otherwise.
+HTTP goes through a `Transport`, the one seam between this client and an HTTP library: by default
+the process-wide httpx pool (`shared_http()`), for load bots their own (`agent.load.http`). Every
+transport speaks TLS for https and verifies the server against `tls_context()`: the CA bundle of
+`--ca-file`, else $SSL_CERT_FILE, else certifi's. Proxies from the environment stay ignored
+(`trust_env=False`, which also makes httpx ignore $SSL_CERT_FILE: it is read here). So a token
+never travels on a plain connection to an https URL. Answers are read up to MAX_ANSWER_BYTES.
+
+Retries follow what is safe: a request that never reached the server, or was refused by the rate
+limiter, never ran and can always be sent again; one that may have run (timeout, 5xx, garbled
+answer) is repeated only for functions marked retry-safe in the catalogue. Application errors are
+answers, never retried otherwise; TLS failures and oversized answers would only fail again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 import random
+import ssl
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+import certifi
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from signaling.errors import (
+    AnswerTooLarge,
     ApplicationError,
+    BadCABundle,
     RateLimitExceeded,
     SchemaError,
+    TLSError,
     TransportError,
+    Unauthorized,
     application_error,
 )
 from signaling.functions import FUNCTIONS, Function
 
 log = logging.getLogger(__name__)
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+"""The largest answer read. The largest legitimate one, a full page of 50 signals each carrying
+up to 64 KiB of SDP, is about 3.3 MiB; a server sending more is broken or hostile."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+class HTTPFailure(Exception):
+    """What a transport raises when a POST does not complete; ConvexClient raises `error` for
+    it, naming the function. `sent` is False when no byte of the request reached the server."""
+
+    def __init__(
+        self, reason: str, *, sent: bool, error: type[TransportError] = TransportError
+    ) -> None:
+        super().__init__(reason)
+        self.reason, self.sent, self.error = reason, sent, error
+
+
+class Transport(Protocol):
+    """What ConvexClient needs from HTTP."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], limit: int) -> Answer:
+        """POSTs `body` over a pooled connection (TLS with a verified certificate for https) and
+        answers the status and the body. Raises HTTPFailure, with error=TLSError when no verified
+        TLS connection could be made and error=AnswerTooLarge past `limit` bytes."""
+        ...
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A verifying client context (certificate and host name checked) that trusts one bundle:
+    `ca_file`, else $SSL_CERT_FILE, else certifi's. Cached per bundle."""
+    return _context(ca_file or os.environ.get("SSL_CERT_FILE") or certifi.where())
+
+
+@functools.cache
+def _context(path: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as e:  # missing, unreadable, or not PEM certificates
+        raise BadCABundle(path, e.strerror or str(e)) from None
+
+
+def tls_failure(error: BaseException, origin: str) -> HTTPFailure | None:
+    """The TLSError failure when `error` comes from a TLS handshake that failed."""
+    found: ssl.SSLError | None = None
+    cause: BaseException | None = error
+    while cause is not None:  # the innermost: libraries wrap ssl's error in their own subclass
+        found = cause if isinstance(cause, ssl.SSLError) else found
+        cause = cause.__cause__ or cause.__context__
+    if found is None:
+        return None
+    if isinstance(found, ssl.SSLCertVerificationError):
+        why = f"certificate not trusted ({found.verify_message}); give its CA with --ca-file"
+    else:
+        why = f"TLS handshake failed ({found.reason or type(found).__name__}): not a TLS server?"
+    return HTTPFailure(f"{origin}: {why}", sent=False, error=TLSError)
+
+
+def too_large(limit: int) -> HTTPFailure:
+    return HTTPFailure(f"answer larger than {limit} bytes", sent=True, error=AnswerTooLarge)
+
+
+def origin_of(url: str) -> str:
+    """host:port of a URL, for error texts (no path, no query, nothing secret)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+class HttpxTransport:
+    """A Transport over an httpx.AsyncClient: the shared pool, or a caller's own."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], limit: int) -> Answer:
+        try:
+            async with self.client.stream("POST", url, content=body, headers=headers) as answer:
+                return Answer(answer.status_code, await _read_capped(answer, limit))
+        except httpx.ConnectError as e:
+            failure = tls_failure(e, origin_of(url))
+            raise failure or HTTPFailure(
+                f"cannot connect to {origin_of(url)}", sent=False
+            ) from None
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as e:  # no byte of the request went out
+            raise HTTPFailure(f"timed out ({type(e).__name__})", sent=False) from None
+        except httpx.TimeoutException as e:
+            raise HTTPFailure(f"timed out ({type(e).__name__})", sent=True) from None
+        except httpx.HTTPError as e:
+            raise HTTPFailure(type(e).__name__, sent=True) from None
+
+
+async def _read_capped(answer: httpx.Response, limit: int) -> bytes:
+    declared = answer.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks, size = [], 0
+    async for chunk in answer.aiter_bytes():  # decoded: a compressed bomb is capped too
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, HttpxTransport]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def shared_http() -> httpx.AsyncClient:
-    """The process-wide connection pool of the running event loop."""
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None or pool.is_closed:
-        pool = httpx.AsyncClient(
-            timeout=httpx.Timeout(10.0, connect=5.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
-            trust_env=False,  # a proxy from the environment must not see our tokens
+def shared_http(ca_file: str | None = None) -> HttpxTransport:
+    """The running event loop's connection pool for this CA bundle, shared by every client."""
+    pools = _pools.setdefault(asyncio.get_running_loop(), {})
+    pool = pools.get(ca_file)
+    if pool is None or pool.client.is_closed:
+        pool = pools[ca_file] = HttpxTransport(
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(10.0, connect=5.0),
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+                trust_env=False,  # a proxy from the environment must not see our tokens
+                verify=tls_context(ca_file),
+            )
         )
-        _pools[loop] = pool
     return pool
 
 
@@ -82,12 +211,16 @@ class ConvexClient:
         url: str,
         token: str | None,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: Transport | None = None,
+        ca_file: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
+        """`http`: a transport of the caller's (else the shared pool for `ca_file`, the CA
+        bundle; None: $SSL_CERT_FILE, else certifi's)."""
         self.url = url.rstrip("/")
         self._token = token
         self._http = http
+        self._ca_file = ca_file
         self.retry = retry
 
     def __repr__(self) -> str:
@@ -109,7 +242,9 @@ class ConvexClient:
             try:
                 return await self._once(path, args)
             except (TransportError, RateLimitExceeded) as e:
-                may_repeat = retry_safe or isinstance(e, RateLimitExceeded) or not e.sent
+                may_repeat = isinstance(e, RateLimitExceeded) or (
+                    e.retriable and (retry_safe or not e.sent)
+                )
                 if not may_repeat or attempt + 1 >= self.retry.attempts:
                     raise
                 log.debug("%s: retrying after %s", path, e)
@@ -117,21 +252,16 @@ class ConvexClient:
         raise AssertionError("unreachable")
 
     async def _once(self, path: str, args: dict[str, Any]) -> Any:
-        http = self._http or shared_http()
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        http = self._http or shared_http(self._ca_file)
+        headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        body = json.dumps({"args": args, "format": "json"}, separators=(",", ":")).encode()
         try:
-            response = await http.post(
-                f"{self.url}/api/run/{path}", json={"args": args, "format": "json"}, headers=headers
-            )
-        except httpx.ConnectError:
-            raise TransportError(path, f"cannot connect to {self.url}", sent=False) from None
-        except (httpx.ConnectTimeout, httpx.PoolTimeout) as e:  # no byte of the request went out
-            raise TransportError(path, f"timed out ({type(e).__name__})", sent=False) from None
-        except httpx.TimeoutException as e:
-            raise TransportError(path, f"timed out ({type(e).__name__})") from None
-        except httpx.HTTPError as e:
-            raise TransportError(path, f"{type(e).__name__}") from None
-        return _unwrap(path, response)
+            answer = await http.post(f"{self.url}/api/run/{path}", body, headers, MAX_ANSWER_BYTES)
+        except HTTPFailure as e:
+            raise e.error(path, e.reason, sent=e.sent) from None
+        return _unwrap(path, answer)
 
 
 def _dump_args(fn: Function, args: BaseModel | dict[str, Any]) -> dict[str, Any]:
@@ -142,20 +272,28 @@ def _dump_args(fn: Function, args: BaseModel | dict[str, Any]) -> dict[str, Any]
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _unwrap(path: str, response: httpx.Response) -> Any:
+def _unwrap(path: str, answer: Answer) -> Any:
+    """The value of a success; else the typed error. A 401 is Unauthorized whatever its body: a
+    deployment (or a gateway before it) that refuses the token need not answer in Convex's shape."""
     try:
-        body = response.json()
+        body = json.loads(answer.body)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise TransportError(
-            path, f"HTTP {response.status_code} with a body that is not JSON"
-        ) from None
-    status = body.get("status") if isinstance(body, dict) else None
-    if status == "success" and response.status_code == 200:
-        return body.get("value")
-    if status == "error":
-        raise _error_from(path, body)
-    if response.status_code >= 500:
-        raise TransportError(path, f"HTTP {response.status_code}")
+        body = None
+    fields: dict[str, Any] = body if isinstance(body, dict) else {}
+    status = fields.get("status")
+    if status == "success" and answer.status == 200:
+        return fields.get("value")
+    error = _error_from(path, fields) if status == "error" else None
+    if isinstance(error, ApplicationError):
+        raise error
+    if answer.status == 401:
+        raise Unauthorized(path, "the deployment refused the token (HTTP 401)")
+    if error is not None:
+        raise error
+    if body is None:
+        raise TransportError(path, f"HTTP {answer.status} with a body that is not JSON")
+    if answer.status >= 500:
+        raise TransportError(path, f"HTTP {answer.status}")
     raise SchemaError(
         path, "status", f"expected success or error, got {status!r}", direction="answer"
     )

@@ -5,6 +5,7 @@
     │   ├── Unauthorized, Forbidden, NotFound, InvalidArgs, MeetingNotActive,
     │   └── InsufficientPermissions, RateLimitExceeded
     ├── TransportError        the call did not complete: refused, timeout, 5xx, not JSON
+    │   └── TLSError, AnswerTooLarge   never retried: they would fail the same way again
     └── SchemaError           an answer (or our own args) did not match the published shape
 
 Texts name the function and never carry a token.
@@ -99,11 +100,35 @@ def application_error(
 class TransportError(ConnvoError):
     """The call did not complete. `sent` is False when the request never reached the server."""
 
+    retriable: ClassVar[bool] = True
+
     def __init__(self, function: str, reason: str, *, sent: bool = True) -> None:
         self.function = function
         self.reason = reason
         self.sent = sent
         super().__init__(f"{function}: {reason}")
+
+
+class TLSError(TransportError):
+    """No verified TLS connection: the server's certificate did not verify against the CA
+    bundle, or the server does not speak TLS. Nothing was sent, so no token left this machine."""
+
+    retriable = False
+
+
+class AnswerTooLarge(TransportError):
+    """The answer passed the size cap; reading stopped there."""
+
+    retriable = False
+
+
+class BadCABundle(ConnvoError):
+    """The CA bundle named by --ca-file or $SSL_CERT_FILE cannot be read or holds no
+    certificate."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"cannot use the CA bundle {path}: {reason}")
 
 
 class SchemaError(ConnvoError):

@@ -15,17 +15,27 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+import certifi
 import httpx
 import pytest
 
+from agent.load.http import LoadHTTP
 from signaling.api import ConnvoAPI
-from signaling.client import ConvexClient, RetryPolicy, shared_http
+from signaling.client import (
+    MAX_ANSWER_BYTES,
+    ConvexClient,
+    HttpxTransport,
+    RetryPolicy,
+    shared_http,
+)
 from signaling.errors import (
+    AnswerTooLarge,
     ApplicationError,
     Forbidden,
     RateLimitExceeded,
     SchemaError,
     TransportError,
+    Unauthorized,
 )
 
 TOKEN = "tok-3f9c1e-very-secret"
@@ -124,14 +134,19 @@ async def server():
     await s.stop()
 
 
-@pytest.fixture
-async def http():
-    async with httpx.AsyncClient(timeout=0.3, trust_env=False) as c:
-        yield c
+@pytest.fixture(params=["httpx", "load-bots"])
+async def http(request):
+    """Each test runs on both transports: the typed client's (httpx) and the load bots'."""
+    if request.param == "httpx":
+        transport = HttpxTransport(httpx.AsyncClient(timeout=0.3, trust_env=False))
+    else:
+        transport = LoadHTTP(timeout=0.3, connect_timeout=0.3)
+    yield transport
+    await transport.aclose()
 
 
 @pytest.fixture
-def client(server: MisbehavingServer, http: httpx.AsyncClient) -> ConvexClient:
+def client(server: MisbehavingServer, http: HttpxTransport | LoadHTTP) -> ConvexClient:
     return ConvexClient(server.url, TOKEN, http=http, retry=FAST)
 
 
@@ -172,8 +187,14 @@ def unreachable(kind: str) -> Iterator[str]:
         (CLOSE, TransportError),
         (app_error("FORBIDDEN", 403), Forbidden),
         (app_error("SOMETHING_NEW"), ApplicationError),
+        (app_error("UNAUTHORIZED", 401), Unauthorized),
+        (reply(401, {"status": "error", "errorMessage": "Unauthenticated"}), Unauthorized),
+        (reply(401, "Unauthorized", "text/plain"), Unauthorized),
     ],
-    ids=["500-json", "502-html", "200-garbage", "timeout", "close", "forbidden", "unknown-code"],
+    ids=[
+        *("500-json", "502-html", "200-garbage", "timeout", "close", "forbidden", "unknown-code"),
+        *("401-convex", "401-no-error-data", "401-plain-text"),
+    ],
 )
 async def test_failure_class_and_retries(server, client, path, answer, cls):
     server.script(answer)
@@ -212,7 +233,7 @@ async def test_pool_timeout_is_unsent(server):
     server.script(HANG)
     timeout, limits = httpx.Timeout(5.0, pool=0.05), httpx.Limits(max_connections=1)
     async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as http:
-        client = ConvexClient(server.url, TOKEN, http=http, retry=FAST)
+        client = ConvexClient(server.url, TOKEN, http=HttpxTransport(http), retry=FAST)
         busy = asyncio.create_task(client.call(SIGNALS, ARGS[SIGNALS]))  # holds the only socket
         while not server.attempts:
             await asyncio.sleep(0.01)
@@ -351,7 +372,7 @@ async def test_shared_http_is_one_pool_per_loop(server):
     await b.call(SIGNALS, ARGS[SIGNALS])
     assert (server.attempts, server.connections) == (2, 1)  # both went through one pool
 
-    async def in_other_loop() -> httpx.AsyncClient:
+    async def in_other_loop() -> HttpxTransport:
         return shared_http()
 
     other = await asyncio.to_thread(asyncio.run, in_other_loop())
@@ -359,4 +380,37 @@ async def test_shared_http_is_one_pool_per_loop(server):
     await other.aclose()
     await pool.aclose()
     assert shared_http() is not pool  # a closed pool is replaced
+    other_bundle = shared_http(certifi.where())
+    assert other_bundle is not shared_http() and other_bundle is shared_http(certifi.where())
     await shared_http().aclose()
+    await other_bundle.aclose()
+
+
+# --- answer sizes ------------------------------------------------------------------------------
+
+
+def _chunked(size: int) -> bytes:
+    chunk = b"x" * (1 << 20)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked"
+    body = (b"100000\r\n" + chunk + b"\r\n") * (size // len(chunk) + 1)
+    return head + b"\r\n\r\n" + body + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_an_oversized_answer_is_refused_and_not_retried(server, client, framing):
+    too_big = MAX_ANSWER_BYTES + 1
+    server.script(reply(200, "x" * too_big) if framing == "content-length" else _chunked(too_big))
+    with pytest.raises(AnswerTooLarge) as info:
+        await client.call(SIGNALS, ARGS[SIGNALS])  # retry-safe, yet not repeated: no use
+    assert info.value.function == SIGNALS and SIGNALS in str(info.value)
+    assert server.attempts == 1
+
+
+async def test_the_largest_legitimate_answer_fits(server, client):
+    # a full page: 50 signals, each an SDP of 64 KiB
+    sdp = "v=0\r\n" + "a=x\r\n" * (64 * 1024 // 5)
+    signal = {"_id": "s", "type": "sdp", "fromUserId": "u", "sessionId": "x", "timestamp": 1}
+    page = [{**signal, "_id": f"s{i}", "data": {"type": "offer", "sdp": sdp}} for i in range(50)]
+    server.script(success(page))
+    signals = await client.call(SIGNALS, ARGS[SIGNALS])
+    assert len(signals) == 50 and len(signals[0].data.sdp) >= 64 * 1024

@@ -18,6 +18,7 @@ from openapi_schema_validator import OAS30Validator
 
 from signaling import errors as e
 from signaling.api import ConnvoAPI
+from signaling.client import HttpxTransport
 from signaling.functions import FUNCTIONS
 from signaling.models import TranscriptChunkArgs
 
@@ -49,7 +50,7 @@ class Recorder:
         )
 
     def api(self, url: str, token: str | None) -> ConnvoAPI:
-        return ConnvoAPI(url, token, http=self.http)
+        return ConnvoAPI(url, token, http=HttpxTransport(self.http))
 
 
 class Contract:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from agent.events import ChatMessage, ConnectionStateChanged, Event, TrackReceived
 from agent.ice import IceOptions
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
-from agent.load.http import load_http
+from agent.load.http import LoadHTTP
 from agent.load.metrics import BotRecord
 from agent.media.encoded import SharedOutgoing
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
@@ -44,7 +44,7 @@ class MeetingState:
 
 class LoadBot:
     def __init__(
-        self, spec: BotSpec, meeting: MeetingState, config: LoadConfig, worker: str
+        self, spec: BotSpec, meeting: MeetingState, config: LoadConfig, worker: str, http: LoadHTTP
     ) -> None:
         self.spec = spec
         self.meeting = meeting
@@ -69,7 +69,7 @@ class LoadBot:
                 discovery_interval=config.discovery_interval,
                 quality_interval=config.quality_interval,
             ),
-            api=ConnvoAPI(plan.url, spec.token, http=load_http()),  # type: ignore[arg-type]
+            api=ConnvoAPI(plan.url, spec.token, http=http),
         )
         self._ice_failed = False
         self._chat_from: set[str] = set()

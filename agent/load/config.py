@@ -68,10 +68,16 @@ class MeetingPlan:
     meeting_id: str
     url: str
     bots: tuple[BotSpec, ...]
+    ca_file: str | None = None
+    """The CA bundle for an https URL (None: $SSL_CERT_FILE, else certifi's)."""
 
 
 def plan_meetings(
-    config: LoadConfig, url: str, meeting_ids: list[str], tokens: list[str]
+    config: LoadConfig,
+    url: str,
+    meeting_ids: list[str],
+    tokens: list[str],
+    ca_file: str | None = None,
 ) -> list[MeetingPlan]:
     """Meeting by meeting, bot by bot at `ramp` per second, so meetings fill one after another."""
     n = config.participants
@@ -84,6 +90,7 @@ def plan_meetings(
                 BotSpec(m * n + i, m, tokens[m * n + i], (m * n + i) / config.ramp)
                 for i in range(n)
             ),
+            ca_file=ca_file,
         )
         for m, meeting_id in enumerate(meeting_ids)
     ]

@@ -40,6 +40,8 @@ class Target:
     url: str
     host_token: str = field(repr=False)
     tokens: tuple[str, ...] = field(repr=False)
+    ca_file: str | None = None
+    """The CA bundle for an https URL (None: $SSL_CERT_FILE, else certifi's)."""
 
 
 @dataclass
@@ -80,7 +82,7 @@ def _run(
     if len(target.tokens) < config.bots:
         raise ValueError(f"{config.bots} bots need {config.bots} tokens, got {len(target.tokens)}")
     meeting_ids = asyncio.run(setup_meetings(config, target, dev))
-    plans = plan_meetings(config, target.url, meeting_ids, list(target.tokens))
+    plans = plan_meetings(config, target.url, meeting_ids, list(target.tokens), target.ca_file)
     display = ProgressDisplay(config.bots, quiet=quiet)
     started = time.time()
     try:
@@ -132,14 +134,14 @@ async def _in_process(
 async def setup_meetings(config: LoadConfig, target: Target, dev: bool) -> list[str]:
     """Creates and starts the meetings. A bot token that cannot be looked up is still handed to
     its bot, whose join then fails with the backend's own error, in its record."""
-    host = ConnvoAPI(target.url, target.host_token)
+    host = ConnvoAPI(target.url, target.host_token, ca_file=target.ca_file)
     limit = asyncio.Semaphore(SETUP_CONCURRENCY)
     n = config.participants
 
     async def user_id(token: str) -> str | None:
         async with limit:
             try:
-                user = await ConnvoAPI(target.url, token).current_user()
+                user = await ConnvoAPI(target.url, token, ca_file=target.ca_file).current_user()
             except ConnvoError:
                 return None
             return None if user is None else user.id
@@ -165,7 +167,7 @@ async def setup_meetings(config: LoadConfig, target: Target, dev: bool) -> list[
 
 
 async def _teardown(target: Target, meeting_ids: list[str]) -> None:
-    host = ConnvoAPI(target.url, target.host_token)
+    host = ConnvoAPI(target.url, target.host_token, ca_file=target.ca_file)
 
     async def end(meeting_id: str) -> None:
         with contextlib.suppress(ConnvoError):  # already ended, or the backend is gone

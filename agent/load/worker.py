@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from agent.load.bot import LoadBot, MeetingState
 from agent.load.config import LoadConfig, MeetingPlan
-from agent.load.http import load_http
+from agent.load.http import LoadHTTP
 from agent.load.metrics import BotRecord, Usage, UsageMeter
 
 SAMPLE_EVERY = 1.0
@@ -53,9 +53,10 @@ class Worker:
     async def run(self, config: LoadConfig, plans: list[MeetingPlan], t0: float) -> WorkerResult:
         """Every bot of `plans`, each starting at t0 + its offset (t0: epoch seconds)."""
         result = WorkerResult()
+        pools = {ca: LoadHTTP(ca) for ca in {plan.ca_file for plan in plans}}  # one, in practice
         for plan in plans:
-            meeting = MeetingState(plan)
-            self._bots += [LoadBot(spec, meeting, config, self.name) for spec in plan.bots]
+            meeting, http = MeetingState(plan), pools[plan.ca_file]
+            self._bots += [LoadBot(spec, meeting, config, self.name, http) for spec in plan.bots]
         sampler = asyncio.create_task(self._sample(result.usage))
         try:
             result.records = list(await asyncio.gather(*(bot.run(t0) for bot in self._bots)))
@@ -64,7 +65,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
             result.usage.append(self._meter.read())
-            await load_http().aclose()
+            for pool in pools.values():
+                await pool.aclose()
         return result
 
     async def _sample(self, into: list[Usage]) -> None:
