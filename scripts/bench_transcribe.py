@@ -1,12 +1,18 @@
-"""Real-time factor of the transcription pipeline for a meeting of 4 people taking turns.
+"""Real-time factor of the transcription pipeline for a meeting of 4 people taking turns, and
+the frames it loses on the way from the track to the recognizer.
 
-    .venv/bin/python scripts/bench_transcribe.py [--rounds 3] [--workers 2]
+    .venv/bin/python scripts/bench_transcribe.py [--rounds 3] [--workers 2] [--speed 1]
 
 Four espeak-ng voices read sentences in turn; each participant's stream lasts the whole meeting
 (silence while the others speak), in 20 ms frames of 48 kHz s16 stereo, as aiortc hands them
 over. Per stream: resampling + VAD time, then engine time, over the meeting's duration. For the
 whole meeting: the sum of all streams' work (one core), then the wall time when the utterances
 go through the worker's process pool, as the transcriber runs them. RTF < 1 keeps up.
+
+Then live: the 4 streams play on the wall clock (`--speed` times real time) through the
+transcriber's own RemoteTrack and Listener, with its engine pool; frames sent against frames
+the VAD read is the loss (it must be 0), with the deepest the reader fell behind and how long
+the last chunks took after the last frame. Run it with the CPU busy to see it hold.
 """
 
 from __future__ import annotations
@@ -21,12 +27,17 @@ from pathlib import Path
 
 import av
 import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
+from agent.media.constants import AUDIO_PTIME, SAMPLE_RATE
+from agent.media.tracks import RemoteTrack
 from agent.workers.engines import EnginePool, PocketSphinx
+from agent.workers.transcriber import Listener
 from agent.workers.utterances import Segmenter, Utterance
 
-RATE = 48000
-FRAME = 960
+RATE = SAMPLE_RATE
+FRAME = int(SAMPLE_RATE * AUDIO_PTIME)
 PAUSE = 1.0
 VOICES = ["en-us+klatt", "en-us+m3", "en-us+f3", "en-gb"]
 SENTENCES = [
@@ -67,6 +78,14 @@ def meeting(rounds: int, folder: Path) -> list[np.ndarray]:
     return tracks
 
 
+def frame_at(stereo: np.ndarray, index: int) -> av.AudioFrame:
+    samples = stereo[index * FRAME * 2 : (index + 1) * FRAME * 2].reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="stereo")
+    frame.sample_rate, frame.pts = RATE, index * FRAME
+    frame.time_base = fractions.Fraction(1, RATE)
+    return frame
+
+
 def segment(track: np.ndarray, rate: int) -> tuple[list[Utterance], float]:
     """The stream as 20 ms stereo frames through the Segmenter; answers utterances and seconds."""
     segmenter = Segmenter(rate)
@@ -74,10 +93,7 @@ def segment(track: np.ndarray, rate: int) -> tuple[list[Utterance], float]:
     utterances: list[Utterance] = []
     started = time.process_time()
     for index in range(len(track) // FRAME):
-        samples = stereo[index * FRAME * 2 : (index + 1) * FRAME * 2].reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="stereo")
-        frame.sample_rate, frame.pts = RATE, index * FRAME
-        frame.time_base = fractions.Fraction(1, RATE)
+        frame = frame_at(stereo, index)
         utterances += segmenter.feed(frame, 1000 * index * FRAME / RATE)
     utterances += segmenter.flush()
     return utterances, time.process_time() - started
@@ -110,10 +126,80 @@ async def pooled(streams: list[list[Utterance]], workers: int) -> float:
     return time.perf_counter() - started
 
 
+class Replay(MediaStreamTrack):
+    """One participant's stream as aiortc delivers it: 20 ms frames on the wall clock."""
+
+    kind = "audio"
+
+    def __init__(self, track: np.ndarray, speed: float, go: asyncio.Event) -> None:
+        super().__init__()
+        self._stereo = np.repeat(track, 2)
+        self.frames = len(track) // FRAME
+        self.sent = 0
+        self._speed = speed
+        self._go = go
+        self._start = 0.0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.sent == 0:
+            await self._go.wait()
+            self._start = time.monotonic()
+        if self.sent >= self.frames:
+            raise MediaStreamError
+        due = self._start + self.sent * AUDIO_PTIME / self._speed
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        frame = frame_at(self._stereo, self.sent)
+        self.sent += 1
+        return frame
+
+
+async def live(tracks: list[np.ndarray], workers: int, speed: float) -> None:
+    """The streams through RemoteTrack and Listener, as the transcriber reads them."""
+    pool = EnginePool(PocketSphinx(), workers)
+    await pool.warm_up()
+    go = asyncio.Event()
+    replays = [Replay(track, speed, go) for track in tracks]
+    chunks = [0] * len(tracks)
+    last_chunk = [0.0]
+
+    def count(index: int) -> None:
+        chunks[index] += 1
+        last_chunk[0] = time.monotonic()
+
+    listeners = [
+        Listener(
+            f"speaker{i}",
+            RemoteTrack(f"speaker{i}", "audio", "audio", replay),
+            pool,
+            lambda *_, i=i: count(i),
+        )
+        for i, replay in enumerate(replays)
+    ]
+    await asyncio.sleep(0.2)  # every reader waits for its first frame
+    go.set()
+    started, behind = time.monotonic(), 0
+    while any(r.sent < r.frames for r in replays):
+        behind = max(behind, *(listener.unread for listener in listeners))
+        await asyncio.sleep(0.01)
+    ended = time.monotonic()
+    await asyncio.gather(*(listener.close(timeout=600) for listener in listeners))
+    pool.close()
+    sent = sum(r.sent for r in replays)
+    read = sum(listener.frames for listener in listeners)
+    spilled = sum(listener.backlog.spilled for listener in listeners)
+    print(
+        f"live, {speed:g}x real time, {len(tracks)} streams for {ended - started:.1f} s: "
+        f"frames sent {sent}, read {read}, lost {sent - read}; reader at most {behind} frames "
+        f"behind; utterances spilled to disk {spilled}; chunks {sum(chunks)}, the last "
+        f"{max(0.0, last_chunk[0] - ended):.1f} s after the last frame"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="turns per speaker")
     parser.add_argument("--workers", type=int, default=2, help="engine processes")
+    parser.add_argument("--speed", type=float, default=1.0, help="live playback, x real time")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         tracks = meeting(args.rounds, Path(folder))
@@ -138,6 +224,7 @@ def main() -> None:
         f"whole meeting, {args.workers} engine processes (wall, + VAD on the event loop): "
         f"RTF {(wall + vad_wall) / duration:.3f}"
     )
+    asyncio.run(live(tracks, args.workers, args.speed))
 
 
 if __name__ == "__main__":
