@@ -81,7 +81,7 @@ async def run_bot(options: BotOptions) -> int:
             "ok": not room.replaced,
             "meetingId": target.meeting_id,
             "userId": room.user_id,
-            "peers": sorted(room.peers),
+            "peers": sorted(p.user_id for p in room.connected_peers()),
             "chat_sent": chat["sent"],
             "chat_received": chat["received"],
             "chat_dropped": sum(p.chat_dropped for p in room.peers.values()),

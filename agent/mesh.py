@@ -77,6 +77,8 @@ class Mesh:
         self._announced: set[str] = set()
         self._early: dict[tuple[str, str], list[IceCandidate]] = {}
         self._stale: dict[str, None] = {}
+        self._created: dict[str, float] = {}
+        """createdAt of each active session, from the last session list read."""
         self._alive_at: dict[str, float] = {}
         self._samples: dict[str, quality.Sample] = {}
         self._quality: dict[str, quality.Quality] = {}
@@ -109,20 +111,14 @@ class Mesh:
     async def discover(self, sessions: list[ActiveSession]) -> None:
         """Offer to every session this one should offer to, forget peers that left, close older
         sessions of our own user, and give way to a newer one."""
-        self._me = next((s for s in sessions if s.sessionId == self._session_id), self._me)
+        if await self._own_sessions(sessions):
+            return
         active = {s.sessionId for s in sessions}
         for peer in list(self._peers.values()):
             if peer.session_id not in active and not peer.negotiating:
                 await self._drop(peer, "left")
         for session in sessions:
             if session.userId == self._local.user_id:
-                if session.sessionId == self._session_id:
-                    continue
-                if self._is_newer(session):
-                    self._hooks.replaced(session.sessionId)
-                    return
-                log.info("closing an older session of this user (%s)", session.sessionId)
-                await _quietly(self._api.close_session(self._meeting_id, session.sessionId))
                 continue
             known = self._peers.get(session.userId)
             if known is not None and known.session_id == session.sessionId:
@@ -133,6 +129,21 @@ class Mesh:
                 await self._drop(known, "rejoined")
             await self._add(session.userId, session.sessionId).offer()
             self._hooks.nudge()
+
+    async def _own_sessions(self, sessions: list[ActiveSession]) -> bool:
+        """One user, one session, the newest: close older sessions of our user (a crashed or
+        restarted client); answers True when a newer one exists and this one must go."""
+        self._created = {s.sessionId: s.createdAt for s in sessions}
+        self._me = next((s for s in sessions if s.sessionId == self._session_id), self._me)
+        mine = [s for s in sessions if s.userId == self._local.user_id]
+        if newer := [s for s in mine if self._is_newer(s)]:
+            self._hooks.replaced(newer[0].sessionId)
+            return True
+        for session in mine:
+            if session.sessionId != self._session_id:
+                log.info("closing an older session of this user (%s)", session.sessionId)
+                await _quietly(self._api.close_session(self._meeting_id, session.sessionId))
+        return False
 
     def _is_newer(self, other: ActiveSession) -> bool:
         """Sessions are ordered by createdAt, ties by sessionId; the later one offers."""
@@ -158,15 +169,26 @@ class Mesh:
             await self._negotiate(peer, data)
         self._hooks.nudge()
 
-    async def _peer_for_offer(self, user: str, session: str) -> Peer:
-        """An offer is proof of life: even a stale or dropped session comes back with one."""
+    async def _peer_for_offer(self, user: str, session: str) -> Peer | None:
+        """An offer is proof of life: even a stale or dropped session comes back with one.
+        It replaces the user's current peer only from a newer active session: an older one is
+        a process on its way out, which must not take the user's place back."""
+        if (peer := self._current(user, session)) is not None:
+            return peer
+        if (old := self._peers.get(user)) is not None:
+            if not await self._supersedes(session, old.session_id):
+                log.info("offer from an older or closed session of %s ignored", user)
+                return None
+            await self._drop(old, "rejoined")
         self._stale.pop(session, None)
-        peer = self._current(user, session)
-        if peer is None:
-            if (old := self._peers.get(user)) is not None:
-                await self._drop(old, "rejoined")
-            peer = self._add(user, session)
-        return peer
+        return self._add(user, session)
+
+    async def _supersedes(self, new: str, old: str) -> bool:
+        if new not in self._created:  # just created: read the list again
+            sessions = await self._api.active_sessions(self._meeting_id)
+            self._created = {s.sessionId: s.createdAt for s in sessions}
+        created, before = self._created.get(new), self._created.get(old)
+        return created is not None and (before is None or (created, new) > (before, old))
 
     async def _negotiate(self, peer: Peer, description: SessionDescription) -> None:
         """A description that fails leaves no half-built peer behind (a ghost would keep the
@@ -248,10 +270,12 @@ class Mesh:
         it pushes its state again, so one absence is not yet a leave."""
         for _ in range(2):
             await asyncio.sleep(CLOSE_GRACE)
-            active = {s.sessionId for s in await self._api.active_sessions(self._meeting_id)}
+            sessions = await self._api.active_sessions(self._meeting_id)
+            if await self._own_sessions(sessions):
+                return  # the other side dropped us for a newer session of ours
             if self._peers.get(peer.user_id) is not peer or peer.state != "closed":
                 return  # replaced or renegotiated meanwhile
-            if peer.session_id in active:
+            if peer.session_id in {s.sessionId for s in sessions}:
                 await self._recover(peer)
                 return
         await self._drop(peer, "left")

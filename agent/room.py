@@ -31,6 +31,7 @@ from agent.media.counting import COUNTED, ReceiveTally
 from agent.mesh import Mesh, MeshHooks
 from agent.peer import LocalSide, Peer
 from agent.pump import PollSettings, SignalPump
+from agent.tasks import Background
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError, InvalidArgs, MeetingNotActive
 from signaling.models import ActiveSession
@@ -102,7 +103,6 @@ class Room:
         self._mesh: Mesh | None = None
         self._pump: SignalPump | None = None
         self._events = EventBus()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._timeline: dict[str, float] = {}
         self._join_started: float | None = None
         self._replaced_by: str | None = None
@@ -110,6 +110,7 @@ class Room:
         self._joined = False
         self._context = contextvars.copy_context()
         self._context.run(ICE_ADDRESSES.set, self.ice.addresses)
+        self._background = Background(self._context)
         self._received: ReceiveTally | None = None
         if not self.request.decode:
             self._received = ReceiveTally(on_first=lambda kind: self._mark(f"first_{kind}"))
@@ -250,16 +251,18 @@ class Room:
             ice_servers=tuple(room.iceServers or ()),
             answer_timeout=self.settings.answer_timeout,
         )
-        hooks = MeshHooks(self._events.emit, self._spawn, self._nudge, self._mark, self._replace)
+        hooks = MeshHooks(
+            self._events.emit, self._background.spawn, self._nudge, self._mark, self._replace
+        )
         mesh = Mesh(
             api, meeting, self.session_id, local, hooks, dead_after=self.settings.dead_after
         )
         self._mesh = mesh
         self._pump = SignalPump(api, meeting, mesh.on_signal, self._busy, self.settings.poll)
-        self._spawn(self._pump.run())
+        self._background.spawn(self._pump.run())
         await mesh.discover(sessions)
-        self._spawn(self._every(self.settings.discovery_interval, self._rediscover))
-        self._spawn(self._every(self.settings.quality_interval, mesh.check_health))
+        self._background.every(self.settings.discovery_interval, self._rediscover)
+        self._background.every(self.settings.quality_interval, mesh.check_health)
 
     async def _join_meeting(self) -> None:
         """The real joinMeeting refuses an inactive meeting as VALIDATION_ERROR; say it plainly."""
@@ -320,9 +323,7 @@ class Room:
         return self._leaving
 
     async def _leave(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.cancel()
         if self._mesh is not None:
             await self._mesh.close()
         self.request.outgoing.stop()
@@ -342,36 +343,8 @@ class Room:
         """Keeps the first time of each phase, for load tests' per-phase latencies."""
         self._timeline.setdefault(phase, time.monotonic())
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        if self._leaving is not None:
-            coro.close()
-            return
-        task = asyncio.create_task(coro, context=self._context)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        """Logs what a background task raised; the coroutine runs unwrapped, so a task cancelled
-        before it started leaves no "never awaited" coroutine behind."""
-        self._tasks.discard(task)
-        error = None if task.cancelled() else task.exception()
-        if isinstance(error, ConnvoError):
-            log.warning("%s", error)
-        elif error is not None:
-            log.error("background task failed", exc_info=error)
-
     async def _in_context(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return await asyncio.create_task(coro, context=self._context)
-
-    async def _every(self, interval: float, action) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await action()
-            except ConnvoError as e:
-                log.warning("%s", e)
-            except Exception:
-                log.exception("background task failed")
 
 
 async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
