@@ -3,8 +3,8 @@
 One at a time keeps the meeting's order: chunk N+1 is never sent before chunk N is accepted,
 so the backend's sequence numbers follow the spool. A chunk that cannot be posted (backend
 down, a timeout, RATE_LIMIT_EXCEEDED) stays at the head and is retried, with exponential backoff
-or once the limiter's window turns; a chunk the backend refuses for good (VALIDATION_ERROR, MEETING_NOT_ACTIVE, ...) is marked
-rejected in the spool, where its text stays, and the next one goes.
+or once the limiter's window turns; a chunk the backend refuses for good (VALIDATION_ERROR,
+MEETING_NOT_ACTIVE, ...) is marked rejected in the spool, where its text stays, and the next goes.
 
 Rate budget: Connvo takes at most 50 chunks per user per fixed one-minute window (BACKEND.md),
 and one transcriber posts every speaker's chunks as one user. The poster counts its posts itself
