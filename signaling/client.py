@@ -97,13 +97,14 @@ def tls_failure(error: BaseException, origin: str) -> HTTPFailure | None:
     """The TLSError failure when `error` comes from a TLS handshake that failed."""
     found: ssl.SSLError | None = None
     cause: BaseException | None = error
-    while cause is not None:  # the innermost: libraries wrap ssl's error in their own subclass
+    while cause is not None:  # down to the innermost SSLError: the one with the reason
         found = cause if isinstance(cause, ssl.SSLError) else found
         cause = cause.__cause__ or cause.__context__
     if found is None:
         return None
     if isinstance(found, ssl.SSLCertVerificationError):
-        why = f"certificate not trusted ({found.verify_message}); give its CA with --ca-file"
+        why = f"certificate not trusted ({found.verify_message}): name its CA with --ca-file"
+        why += " or $SSL_CERT_FILE"
     else:
         why = f"TLS handshake failed ({found.reason or type(found).__name__}): not a TLS server?"
     return HTTPFailure(f"{origin}: {why}", sent=False, error=TLSError)
