@@ -47,7 +47,7 @@ def _serve_command(sub: Subparsers) -> None:
         "--transcript-rate",
         type=int,
         metavar="N",
-        help="transcript chunks per user per minute (default: 600)",
+        help="transcript chunks per user per minute (default: 50, as on Connvo)",
     )
     p.add_argument("--quiet", action="store_true", help="no access log")
     p.set_defaults(run=_serve)

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection
 
-CLOCK_RATES = {"audio": 48000, "video": 90000}
+from agent.media.constants import SAMPLE_RATE, VIDEO_CLOCK
+
+CLOCK_RATES = {"audio": SAMPLE_RATE, "video": VIDEO_CLOCK}
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ async def sample(pc: RTCPeerConnection) -> Sample:
         if stat.type == "inbound-rtp":
             received += stat.packetsReceived
             lost += max(0, stat.packetsLost)
-            jitter = max(jitter, 1000 * stat.jitter / CLOCK_RATES.get(stat.kind, 90000))
+            jitter = max(jitter, 1000 * stat.jitter / CLOCK_RATES.get(stat.kind, VIDEO_CLOCK))
         elif stat.type == "remote-inbound-rtp" and stat.roundTripTime is not None:
             rtts.append(stat.roundTripTime * 1000)
     transport_bytes = sum(s.bytesReceived for s in report.values() if s.type == "transport")

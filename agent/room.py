@@ -32,6 +32,7 @@ from agent.mesh import Mesh, MeshHooks
 from agent.peer import LocalSide, Peer
 from agent.pump import PollSettings, SignalPump
 from agent.tasks import Background
+from signaling import functions as fn
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError, InvalidArgs, MeetingNotActive
 from signaling.models import ActiveSession
@@ -272,7 +273,7 @@ class Room:
             meeting = await self.api.get_meeting(self.meeting_id)
             if meeting is not None and meeting.state != "active":
                 raise MeetingNotActive(
-                    "meetings/lifecycle/joinMeeting",
+                    fn.JOIN_MEETING.path,
                     f"meeting {self.meeting_id} is {meeting.state}, not active",
                 ) from e
             raise

@@ -27,7 +27,7 @@ from typing import Any
 import av
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpSender, clock, codecs, rtp
 
-from agent.media.constants import SAMPLE_RATE, VIDEO_CLOCK
+from agent.media.constants import AUDIO_PTIME, SAMPLE_RATE, VIDEO_CLOCK
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class SharedFeed:
     def _stamp(self, packet: av.Packet) -> None:
         """Our own pts, counted from zero (libopus starts negative); senders add their origin."""
         if self.kind == "audio":
-            packet.pts = self.frames_encoded * int(SAMPLE_RATE * 0.02)
+            packet.pts = self.frames_encoded * int(SAMPLE_RATE * AUDIO_PTIME)
             packet.time_base = fractions.Fraction(1, SAMPLE_RATE)
         else:
             packet.time_base = fractions.Fraction(1, VIDEO_CLOCK)
