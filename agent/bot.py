@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from agent.chat import MAX_TEXT
+from agent.errors import Replaced
 from agent.events import (
     ChatMessage,
     ConnectionStateChanged,
@@ -25,8 +26,7 @@ from agent.media.tracks import RemoteTrack
 from agent.room import JoinRequest, JoinTarget
 
 ECHO = "echo: "
-REPLACED = "replaced by a newer session of this user"
-EXIT_REPLACED = 3
+REPLACED = str(Replaced())
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ async def run_bot(options: BotOptions) -> int:
         }
     if options.json:
         print(json.dumps(summary), flush=True)
-    return EXIT_REPLACED if room.replaced else 0
+    return Replaced.exit_code if room.replaced else 0
 
 
 def _echo(text: str) -> str:

@@ -379,7 +379,7 @@ def _run_async(coro: Any) -> Any:
         return asyncio.run(main())
     except ConnvoError as e:
         print(f"connvo-agent: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(e, "exit_code", 2)) from None
     except asyncio.CancelledError:
         raise SystemExit(143) from None
 

@@ -42,3 +42,12 @@ class ChatTooLarge(AgentError):
         super().__init__(
             f"a chat message of {size} bytes is over the {limit}-byte limit (agent.chat.MAX_TEXT)"
         )
+
+
+class Replaced(AgentError):
+    """A newer session of the same user joined (a restarted process): this one left."""
+
+    exit_code = 3
+
+    def __init__(self) -> None:
+        super().__init__("replaced by a newer session of this user")

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from agent.errors import Replaced
 from agent.events import ChatMessage, ConnectionStateChanged, Event, TrackReceived
 from agent.ice import IceOptions
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
@@ -87,6 +88,8 @@ class LoadBot:
                 await self._chat()
                 await asyncio.sleep(self.config.duration)
                 self._collect()
+            if self.room.replaced:  # two runs sharing tokens: each user is one participant
+                self.record.fail("in_meeting", "REPLACED", str(Replaced()))
         except asyncio.CancelledError:
             raise
         except Exception as e:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.errors import Replaced
 from agent.events import ParticipantLeft, TrackReceived
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
@@ -223,4 +224,6 @@ async def run_recorder(options: RecordOptions) -> int:
     recorder = Recorder(room, options.out, mix=options.mix)
     files = await recorder.run(options.duration)
     print(f"{len(files)} files, manifest {options.out / manifest.NAME}", flush=True)
+    if room.replaced:
+        raise Replaced()
     return 0

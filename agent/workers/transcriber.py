@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from agent.errors import Replaced
 from agent.events import Event, TrackReceived
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
@@ -249,6 +250,8 @@ async def run_transcriber(options: TranscriberOptions) -> int:
             left = await poster.stop(options.drain)
             if left:
                 log.warning("%d chunks left in %s for the next start", left, spool.path)
+        if room.replaced:
+            raise Replaced()
         return left
     finally:
         pool.close()
