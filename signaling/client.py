@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 """The largest answer read. The largest legitimate one, a full page of 50 signals each carrying
-up to 64 KiB of SDP, is about 3.3 MiB; a server sending more is broken or hostile."""
+up to 64 KiB of SDP, is 3.2 MiB of SDP, about 4.5 MiB of JSON (line ends escaped); a server
+sending more is broken or hostile."""
 
 
 @dataclass(frozen=True, slots=True)
