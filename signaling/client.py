@@ -47,10 +47,11 @@ from signaling.functions import FUNCTIONS, Function
 
 log = logging.getLogger(__name__)
 
-MAX_ANSWER_BYTES = 8 * 1024 * 1024
-"""The largest answer read. The largest legitimate one, a full page of 50 signals each carrying
-up to 64 KiB of SDP, is 3.2 MiB of SDP, about 4.5 MiB of JSON (line ends escaped); a server
-sending more is broken or hostile."""
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The largest answer read: Convex's own limit on a function's return value. Not lower: other
+participants choose what our signal pages hold (up to 1 MiB a signal, Convex's document limit), so
+a smaller cap would let one of them stop us reading signals that Convex itself still returns. A
+page we act on is far smaller (an SDP over 64 KiB is refused, about 4.5 MiB for a full page)."""
 
 
 @dataclass(frozen=True, slots=True)
