@@ -3,17 +3,27 @@
 A subcommand is a function that adds its parser to the subparsers and sets `run` to the
 function that carries it out; list it in COMMANDS. Heavy imports stay inside the `run`
 functions, so `connvo-agent token` does not pay for what `connvo-agent join` needs.
+
+Every bad input is one line on stderr, `connvo-agent COMMAND: what is wrong`, and exit code 2,
+never a traceback, never a token: argparse's `type=` checkers below turn a bad value into
+"argument --OPTION: ..." before anything starts, what needs the whole command line (a token from
+the environment) raises UsageError, and `main` words a ConnvoError from a run with the option it
+comes from (`--url`, `--meeting`, `--token`). Exit code 3 stays "replaced by a newer session".
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 from agent.pump import PollSettings
 
@@ -23,19 +33,293 @@ if TYPE_CHECKING:
 Subparsers = Any  # argparse's _SubParsersAction, which is private
 
 
+class UsageError(Exception):
+    """A bad input seen only once the whole command line is parsed (a missing token): `main`
+    prints `connvo-agent COMMAND: text` and exits 2. The text names the option, never a token."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, `connvo-agent join: argument --url: ...`, exit code
+    2 (argparse prints its usage lines first; `--help` still shows them)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+Bad = argparse.ArgumentTypeError
+
+
+def _shown(value: str) -> str:
+    """A value for an error text: quoted, unless it may be a token typed in the wrong place:
+    long (dev tokens have 172 characters, real ones more) and no path or URL."""
+    if len(value) > 100 and "/" not in value:
+        return f"a value of {len(value)} characters (not shown: a token?)"
+    return repr(value)
+
+
+def _url(value: str) -> str:
+    """A deployment's URL, checked once for every command that takes --url: http or https, a
+    host, a port in 1-65535, no user, query or fragment (the load bots' client drops them), and
+    parseable by httpx too. Answered without a trailing slash."""
+    import httpx
+
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises for a port that is not a number or is out of range
+    except ValueError as e:  # "http://[::1", "http://h:99999", "http://h:abc"
+        raise Bad(f"{_shown(value)} is not a URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not value.lower().startswith(parts.scheme + "://"):
+        raise Bad(f"{_shown(value)} is not an http:// or https:// URL")
+    host = parts.hostname or ""
+    if not host:
+        raise Bad(f"{_shown(value)} has no host")
+    if not _is_host(host):
+        raise Bad(f"{_shown(value)}: {_shown(host)} is not a host name or an IP address")
+    if port == 0:
+        raise Bad(f"{value!r}: port 0 cannot be connected to (1-65535)")
+    if parts.username is not None or parts.password is not None:
+        raise Bad(f"{parts.scheme}://...@{parts.netloc.rpartition('@')[2]}: no user in the URL")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise Bad(f"{_shown(value)}: a deployment URL has no ?query or #fragment")
+    try:
+        httpx.URL(value)
+    except httpx.InvalidURL as e:
+        raise Bad(f"{_shown(value)} is not a URL: {e}") from None
+    return value.rstrip("/")
+
+
+def _is_host(host: str) -> bool:
+    if ":" in host:  # urlsplit answers an IPv6 literal without its brackets
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
+    return all(c.isalnum() or c in ".-_" for c in host) and not host.startswith((".", "-"))
+
+
+def _seconds(zero: bool = False, unit: str = "seconds") -> Callable[[str], float]:
+    """A finite number of `unit` above 0 (or 0 too, with `zero`)."""
+    least = "0 or more" if zero else "above 0"
+
+    def seconds(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise Bad(f"{_shown(value)} is not a number of {unit}") from None
+        if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+            raise Bad(f"{value!r}: {unit} must be a finite number {least}")
+        return number
+
+    return seconds
+
+
+def _count(least: int, most: int | None = None) -> Callable[[str], int]:
+    """A whole number in [least, most]."""
+    span = f"from {least} to {most}" if most is not None else f"{least} or more"
+
+    def count(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise Bad(f"{_shown(value)} is not a whole number ({span})") from None
+        if number < least or (most is not None and number > most):
+            raise Bad(f"{value!r} is out of range: {span}")
+        return number
+
+    return count
+
+
+def _percent(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise Bad(f"{_shown(value)} is not a percentage (0 to 100)") from None
+    if not 0 <= number <= 100:  # also false for nan
+        raise Bad(f"{value!r} is out of range: 0 to 100")
+    return number
+
+
+def _meeting_id(value: str) -> str:
+    """A meeting's id as Convex writes ids: letters, digits, _ and -. Whether the meeting exists
+    is the deployment's answer."""
+    if (
+        not value
+        or len(value) > 128
+        or not all(c.isascii() and (c.isalnum() or c in "_-") for c in value)
+    ):
+        raise Bad(f"{_shown(value)} is not a meeting id (letters, digits, _ and -)")
+    return value
+
+
+def _kinds(value: str) -> frozenset[str]:
+    """--send's comma-separated media kinds."""
+    kinds = frozenset(k.strip().lower() for k in value.split(",") if k.strip())
+    unknown = kinds - {"audio", "video", "screen"}
+    if unknown:
+        raise Bad(f"{_shown(', '.join(sorted(unknown)))}: the kinds are audio, video and screen")
+    return kinds
+
+
+def _media_file(path: str) -> str:
+    """A file av opens, with an audio or a video stream: what --play can send."""
+    import av
+
+    if not Path(path).is_file():
+        why = "is not a file" if Path(path).exists() else "does not exist"
+        raise Bad(f"{_shown(path)} {why}")
+    try:
+        with av.open(path) as container:
+            media = bool(container.streams.audio or container.streams.video)
+    except (av.FFmpegError, OSError) as e:
+        raise Bad(f"cannot play {_shown(path)}: {e.strerror or e}") from None
+    if not media:
+        raise Bad(f"cannot play {_shown(path)}: it has no audio or video stream")
+    return path
+
+
+def _chat_text(text: str) -> str:
+    from agent.chat import MAX_TEXT
+
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT:
+        raise Bad(f"a message of {size} bytes is over the chat limit of {MAX_TEXT}")
+    return text
+
+
+def _ice_address(value: str) -> str:
+    """An IP address of this machine (one ICE can bind to)."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise Bad(f"{_shown(value)} is not an IP address") from None
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((value, 0))
+    except OSError as e:
+        raise Bad(f"{value!r} is not an address of this machine ({e.strerror or e})") from None
+    return value
+
+
+def _engine(name: str) -> str:
+    from agent.workers.engines import engine_named
+
+    try:
+        engine_named(name)
+    except ValueError as e:
+        raise Bad(str(e)) from None
+    return name
+
+
+def _language(value: str) -> str:
+    parts = value.split("-")
+    if not (2 <= len(parts[0]) <= 3 and all(p.isascii() and p.isalnum() and p for p in parts)):
+        raise Bad(f"{_shown(value)} is not a language tag like en or en-US")
+    return value
+
+
+def _video_size(value: str) -> tuple[int, int]:
+    width, x, height = value.lower().partition("x")
+    if not (x and width.isdigit() and height.isdigit()):
+        raise Bad(f"{_shown(value)} is not a size WIDTHxHEIGHT such as 320x240")
+    size = int(width), int(height)
+    if not all(16 <= n <= 4096 and n % 2 == 0 for n in size):
+        raise Bad(f"{value!r}: width and height must be even, from 16 to 4096")
+    return size
+
+
+def _ice_server(*schemes: str) -> Callable[[str], str]:
+    def url(value: str) -> str:
+        scheme, colon, rest = value.partition(":")
+        if not colon or scheme.lower() not in schemes or not rest.lstrip("/").split("?")[0]:
+            names = " or ".join(f"{s}:HOST[:PORT]" for s in schemes)
+            raise Bad(f"{_shown(value)} is not a {names} URL")
+        return value
+
+    return url
+
+
+def _writable_dir(path: str) -> Path:
+    """A directory that is there or can be made: files go in it."""
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise Bad(f"{_shown(path)} is not a directory")
+    _check_creatable(directory, path)
+    return directory
+
+
+def _writable_file(path: str) -> Path:
+    file = Path(path)
+    if file.exists() and not file.is_file():
+        raise Bad(f"{_shown(path)} is not a file")
+    _check_creatable(file.parent if not file.exists() else file, path)
+    return file
+
+
+def _check_creatable(path: Path, given: str) -> None:
+    """`path` can be written, or made inside its nearest existing ancestor."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise Bad(f"{given!r} cannot be made: {str(existing)!r} is not a directory")
+    if not os.access(existing, os.W_OK | (os.X_OK if existing.is_dir() else 0)):
+        raise Bad(f"{given!r} cannot be written: permission denied on {str(existing)!r}")
+
+
+def _token_file(path: str) -> tuple[str, ...]:
+    """--tokens FILE: one token per line, read now; the texts never show a token."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise Bad(f"cannot read {_shown(path)}: {getattr(e, 'strerror', None) or e}") from None
+    tokens = tuple(line.strip() for line in lines if line.strip())
+    if not tokens:
+        raise Bad(f"{_shown(path)} has no tokens (one per line)")
+    for number, token in enumerate(tokens, 1):
+        if not _token_shaped(token):
+            raise Bad(
+                f"{_shown(path)}: token {number} has a space or a character a header cannot carry"
+            )
+    return tokens
+
+
+def _token_shaped(token: str) -> bool:
+    """What an Authorization header can carry: visible ASCII, no spaces."""
+    return all("!" <= c <= "~" for c in token)
+
+
+def _token(args: argparse.Namespace, option: str, variable: str) -> str:
+    """The token of `option`, else of $variable; a UsageError that never shows it."""
+    given = getattr(args, option.lstrip("-").replace("-", "_"))
+    source = option if given is not None else f"${variable}"
+    token = (given if given is not None else os.environ.get(variable, "")).strip()
+    if not token:
+        what = "is empty" if given is not None else "is needed"
+        raise UsageError(f"a token {what}: give {option} or set ${variable}")
+    if not _token_shaped(token):
+        raise UsageError(
+            f"the token of {source} has a space or a character a header cannot carry (not shown)"
+        )
+    args.token_source = source  # for `_explain`, should the deployment refuse it
+    return token
+
+
 def _serve_command(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run the dev backend (a Connvo-compatible server)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8787, help="0 picks a free port")
-    p.add_argument("--data", type=Path, help="state directory (default: a fresh temp dir)")
+    p.add_argument("--port", type=_count(0, 65535), default=8787, help="0 picks a free port")
+    p.add_argument("--data", type=_writable_dir, help="state directory (default: a fresh temp dir)")
     p.add_argument(
         "--stun-url",
         action="append",
+        type=_ice_server("stun", "stuns"),
         default=[],
         metavar="URL",
         help="an ICE STUN server for rooms (repeatable; default: none)",
     )
-    p.add_argument("--turn-url", metavar="URL")
+    p.add_argument("--turn-url", type=_ice_server("turn", "turns"), metavar="URL")
     p.add_argument("--turn-username", metavar="U")
     p.add_argument(
         "--turn-credential",
@@ -45,7 +329,7 @@ def _serve_command(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--transcript-rate",
-        type=int,
+        type=_count(1),
         metavar="N",
         help="transcript chunks per user per minute (default: 50, as on Connvo)",
     )
@@ -57,6 +341,8 @@ def _serve(args: argparse.Namespace) -> int:
     from signaling.devserver import Settings, serve
     from signaling.devserver.settings import DEFAULT_TRANSCRIPT_RATE
 
+    if args.turn_url and not (args.turn_username and args.turn_credential):
+        raise UsageError("--turn-url needs --turn-username and --turn-credential")
     data = args.data or Path(tempfile.mkdtemp(prefix="connvo-dev-"))
     settings = Settings(
         data_dir=data.resolve(),
@@ -71,25 +357,32 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         serve(settings)
-    except OSError as e:  # the port is taken, the data dir is not writable, ...
-        print(f"connvo-agent serve: {e}", file=sys.stderr)
-        return 1
+    except OSError as e:  # the port is taken, the host is not ours, the data dir not writable
+        raise UsageError(f"cannot serve on --host {args.host} --port {args.port}: {e}") from None
     return 0
 
 
 def _token_command(sub: Subparsers) -> None:
     p = sub.add_parser("token", help="print a bearer token for a dev backend user")
-    p.add_argument("--data", type=Path, required=True, help="the dev backend's state directory")
-    p.add_argument("--user", required=True, help="user name (provisioned if new)")
+    p.add_argument(
+        "--data", type=_writable_dir, required=True, help="the dev backend's state directory"
+    )
+    p.add_argument("--user", type=_user_name, required=True, help="user name (provisioned if new)")
     p.add_argument(
         "--admin",
         action="store_true",
         help="org admin: the paid plan, which picks getstream for large rooms",
     )
-    p.set_defaults(run=_token)
+    p.set_defaults(run=_mint)
 
 
-def _token(args: argparse.Namespace) -> int:
+def _user_name(value: str) -> str:
+    if not value.strip() or not value.isprintable():
+        raise Bad(f"{_shown(value)} is not a user name")
+    return value
+
+
+def _mint(args: argparse.Namespace) -> int:
     from signaling.devserver import mint_token
 
     print(mint_token(args.data, args.user, admin=args.admin))
@@ -101,26 +394,32 @@ def _join_command(sub: Subparsers) -> None:
     _meeting_options(p)
     media = p.add_mutually_exclusive_group()
     media.add_argument(
-        "--send", default="", metavar="KINDS", help="synthetic media: audio,video,screen"
+        "--send",
+        type=_kinds,
+        default=frozenset(),
+        metavar="KINDS",
+        help="synthetic media: audio,video,screen",
     )
-    media.add_argument("--play", metavar="FILE", help="send any file av can read, looped")
-    p.add_argument("--chat", metavar="TEXT", help="say this once connected")
+    media.add_argument(
+        "--play", type=_media_file, metavar="FILE", help="send any file av can read, looped"
+    )
+    p.add_argument("--chat", type=_chat_text, metavar="TEXT", help="say this once connected")
     p.add_argument("--echo", action="store_true", help="answer every chat message with its echo")
-    p.add_argument("--duration", type=float, metavar="S", help="leave after S seconds")
+    p.add_argument("--duration", type=_seconds(), metavar="S", help="leave after S seconds")
     _ice_options(p)
     p.add_argument("--json", action="store_true", help="end with one JSON summary line")
     p.set_defaults(run=_join)
 
 
 def _meeting_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", required=True, help="the Connvo deployment (or dev backend) URL")
+    p.add_argument(
+        "--url", type=_url, required=True, help="the Connvo deployment (or dev backend) URL"
+    )
     _ca_option(p)
     p.add_argument(
-        "--token",
-        default=os.environ.get("CONNVO_TOKEN"),
-        help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)",
+        "--token", help="bearer token (default: $CONNVO_TOKEN, which keeps it out of `ps`)"
     )
-    p.add_argument("--meeting", required=True, metavar="ID")
+    p.add_argument("--meeting", type=_meeting_id, required=True, metavar="ID")
 
 
 def _ca_option(p: argparse.ArgumentParser) -> None:
@@ -149,14 +448,11 @@ def _target(args: argparse.Namespace) -> JoinTarget:
     from agent.ice import IceOptions
     from agent.room import JoinTarget, RoomSettings
 
-    if not args.token:
-        raise SystemExit(
-            f"connvo-agent {args.command}: a token is needed (--token or $CONNVO_TOKEN)"
-        )
+    token = _token(args, "--token", "CONNVO_TOKEN")
     addresses = tuple(args.ice_address) if args.ice_address else None
     return JoinTarget(
         url=args.url,
-        token=args.token,
+        token=token,
         meeting_id=args.meeting,
         ice=IceOptions(addresses=addresses, policy=args.ice_policy),
         settings=RoomSettings(poll=PollSettings(args.poll_fast, args.poll_idle)),
@@ -168,20 +464,21 @@ def _ice_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ice-address",
         action="append",
+        type=_ice_address,
         metavar="ADDR",
         help="gather ICE candidates only from this local address (repeatable), e.g. 127.0.0.1",
     )
     p.add_argument("--ice-policy", choices=["all", "relay"], default="all")
     p.add_argument(
         "--poll-fast",
-        type=float,
+        type=_seconds(),
         default=PollSettings.fast,
         metavar="S",
         help=f"signal poll interval while negotiating (default {PollSettings.fast})",
     )
     p.add_argument(
         "--poll-idle",
-        type=float,
+        type=_seconds(),
         default=PollSettings.idle,
         metavar="S",
         help=f"longest signal poll interval when stable (default {PollSettings.idle})",
@@ -193,7 +490,7 @@ def _join(args: argparse.Namespace) -> int:
 
     options = BotOptions(
         target=_target(args),
-        send=frozenset(k for k in args.send.split(",") if k),
+        send=args.send,
         play=args.play,
         chat=args.chat,
         echo=args.echo,
@@ -205,8 +502,8 @@ def _join(args: argparse.Namespace) -> int:
 
 def _demo_command(sub: Subparsers) -> None:
     p = sub.add_parser("demo", help="a meeting of bots on an embedded dev backend")
-    p.add_argument("--participants", type=int, default=3, metavar="N")
-    p.add_argument("--duration", type=float, default=5.0, metavar="S")
+    p.add_argument("--participants", type=_count(2), default=3, metavar="N")
+    p.add_argument("--duration", type=_seconds(), default=5.0, metavar="S")
     p.add_argument("--json", action="store_true", help="end with one JSON summary line")
     p.set_defaults(run=_demo)
 
@@ -227,8 +524,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _record_command(sub: Subparsers) -> None:
     p = sub.add_parser("record", help="record every participant of a meeting to files")
     _meeting_options(p)
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="files + manifest.json")
-    p.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
+    p.add_argument(
+        "--out", required=True, type=_writable_dir, metavar="DIR", help="files + manifest.json"
+    )
+    p.add_argument("--duration", type=_seconds(), metavar="S", help="stop cleanly after S seconds")
     p.add_argument("--mix", action="store_true", help="also write the meeting's mixed audio")
     _ice_options(p)
     p.set_defaults(run=_record)
@@ -248,30 +547,44 @@ def _record(args: argparse.Namespace) -> int:
 
 def _load_command(sub: Subparsers) -> None:
     p = sub.add_parser("load", help="load test: many meetings of bots, per-phase latencies, report")
-    p.add_argument("--meetings", type=int, default=1, metavar="M")
-    p.add_argument("--participants", type=int, default=4, metavar="N", help="bots per meeting")
-    p.add_argument("--duration", type=float, default=10.0, metavar="S", help="stay once joined")
-    p.add_argument("--ramp", type=float, default=10.0, metavar="R", help="bots joining per second")
+    p.add_argument("--meetings", type=_count(1), default=1, metavar="M")
+    p.add_argument(
+        "--participants", type=_count(1), default=4, metavar="N", help="bots per meeting"
+    )
+    p.add_argument(
+        "--duration", type=_seconds(zero=True), default=10.0, metavar="S", help="stay once joined"
+    )
+    p.add_argument(
+        "--ramp",
+        type=_seconds(unit="bots per second"),
+        default=10.0,
+        metavar="R",
+        help="bots joining per second",
+    )
     p.add_argument("--media", choices=["none", "audio", "video", "av"], default="none")
-    p.add_argument("--video-size", default="320x240", metavar="WxH")
-    p.add_argument("--fps", type=int, default=15)
+    p.add_argument("--video-size", type=_video_size, default=(320, 240), metavar="WxH")
+    p.add_argument("--fps", type=_count(1, 60), default=15)
     p.add_argument("--no-chat", action="store_true", help="open no chat channel")
-    p.add_argument("--join-timeout", type=float, default=30.0, metavar="S")
-    p.add_argument("--report", type=Path, metavar="DIR", help="write JSON, CSV and report.html")
-    p.add_argument("--min-success", type=float, default=100.0, metavar="PCT")
+    p.add_argument("--join-timeout", type=_seconds(), default=30.0, metavar="S")
+    p.add_argument(
+        "--report", type=_writable_dir, metavar="DIR", help="write JSON, CSV and report.html"
+    )
+    p.add_argument("--min-success", type=_percent, default=100.0, metavar="PCT")
     p.add_argument("--json", action="store_true", help="print the summary as the last line")
-    p.add_argument("--workers", type=int, metavar="K", help="processes (default: one per core)")
+    p.add_argument(
+        "--workers", type=_count(0), metavar="K", help="processes (default: one per core)"
+    )
     p.add_argument("--ray", metavar="ADDRESS", help="Ray cluster: auto, ray://HOST:PORT, local")
-    p.add_argument("--url", help="a real deployment (default: an embedded dev backend)")
+    p.add_argument("--url", type=_url, help="a real deployment (default: an embedded dev backend)")
     _ca_option(p)
     p.add_argument(
-        "--host-token",
-        default=os.environ.get("CONNVO_HOST_TOKEN"),
-        help="with --url: the host's token (default: $CONNVO_HOST_TOKEN)",
+        "--host-token", help="with --url: the host's token (default: $CONNVO_HOST_TOKEN)"
     )
-    p.add_argument("--tokens", type=Path, metavar="FILE", help="with --url: a token per line")
-    p.add_argument("--poll-fast", type=float, default=0.25, metavar="S")
-    p.add_argument("--poll-idle", type=float, default=2.0, metavar="S")
+    p.add_argument(
+        "--tokens", type=_token_file, metavar="FILE", help="with --url: a token per line"
+    )
+    p.add_argument("--poll-fast", type=_seconds(), default=0.25, metavar="S")
+    p.add_argument("--poll-idle", type=_seconds(), default=2.0, metavar="S")
     p.set_defaults(run=_load)
 
 
@@ -283,16 +596,14 @@ def _load(args: argparse.Namespace) -> int:
     from agent.load.metrics import exit_code
     from agent.load.report import table, write
     from agent.load.runner import Target, run_load
-    from signaling.errors import ConnvoError
 
-    width, _, height = args.video_size.partition("x")
     config = LoadConfig(
         meetings=args.meetings,
         participants=args.participants,
         duration=args.duration,
         ramp=args.ramp,
         media=args.media,
-        video_size=(int(width), int(height)),
+        video_size=args.video_size,
         fps=args.fps,
         chat=not args.no_chat,
         join_timeout=args.join_timeout,
@@ -301,15 +612,21 @@ def _load(args: argparse.Namespace) -> int:
     )
     target = None
     if args.url:
-        if not args.host_token or not args.tokens:
-            raise SystemExit("connvo-agent load: --url needs --host-token and --tokens FILE")
-        tokens = tuple(t.strip() for t in args.tokens.read_text().splitlines() if t.strip())
-        target = Target(args.url, args.host_token, tokens, args.ca_file)
+        if not args.tokens:
+            raise UsageError("--url needs --tokens FILE (a token per bot) and --host-token")
+        if len(args.tokens) < config.bots:
+            raise UsageError(
+                f"--tokens: {config.bots} bots (--meetings {config.meetings}, --participants "
+                f"{config.participants}) need {config.bots} tokens, the file has {len(args.tokens)}"
+            )
+        host_token = _token(args, "--host-token", "CONNVO_HOST_TOKEN")
+        target = Target(args.url, host_token, args.tokens, args.ca_file)
+    elif args.tokens or args.host_token or args.ca_file:
+        raise UsageError("--tokens, --host-token and --ca-file go with --url (a real deployment)")
     try:
         result = run_load(config, target=target, workers=args.workers, ray=args.ray)
-    except (RayMissing, ConnvoError, ValueError) as e:
-        print(f"connvo-agent load: {e}", file=sys.stderr)
-        return 2
+    except (RayMissing, ValueError) as e:
+        raise UsageError(str(e)) from None
     print(table(result.summary), file=sys.stderr if args.json else sys.stdout)
     if args.report:
         write(result, args.report)
@@ -322,28 +639,31 @@ def _load(args: argparse.Namespace) -> int:
 def _transcribe_command(sub: Subparsers) -> None:
     p = sub.add_parser("transcribe", help="transcribe every participant of a meeting")
     _meeting_options(p)
-    p.add_argument("--engine", default="pocketsphinx", metavar="NAME", help="default pocketsphinx")
-    p.add_argument("--language", default="en", help="the language chunks are tagged with")
+    p.add_argument(
+        "--engine",
+        type=_engine,
+        default="pocketsphinx",
+        metavar="NAME",
+        help="default pocketsphinx",
+    )
+    p.add_argument(
+        "--language", type=_language, default="en", help="the language chunks are tagged with"
+    )
     p.add_argument(
         "--spool",
-        type=Path,
+        type=_writable_file,
         metavar="FILE",
         help="chunks not yet accepted (default: ~/.local/state/connvo-agent/transcripts-ID.jsonl)",
     )
-    p.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
+    p.add_argument("--duration", type=_seconds(), metavar="S", help="stop cleanly after S seconds")
     p.add_argument("--quiet", action="store_true", help="do not print each chunk")
     _ice_options(p)
     p.set_defaults(run=_transcribe)
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from agent.workers.engines import engine_named
     from agent.workers.transcriber import TranscriberOptions, run_transcriber
 
-    try:
-        engine_named(args.engine)
-    except ValueError as e:
-        raise SystemExit(f"connvo-agent transcribe: {e}") from None
     options = TranscriberOptions(
         target=_target(args),
         engine=args.engine,
@@ -363,11 +683,9 @@ def _transcribe(args: argparse.Namespace) -> int:
 
 def _run_async(coro: Any) -> Any:
     """asyncio.run with SIGTERM treated like Ctrl-C: the task is cancelled and leaves cleanly.
-    Errors from Connvo become one line on stderr and exit code 2, never a traceback."""
+    A ConnvoError goes up to `main`, which makes it one line."""
     import asyncio
     import signal
-
-    from signaling.errors import ConnvoError
 
     async def main() -> Any:
         task = asyncio.current_task()
@@ -377,9 +695,6 @@ def _run_async(coro: Any) -> Any:
 
     try:
         return asyncio.run(main())
-    except ConnvoError as e:
-        print(f"connvo-agent: {e}", file=sys.stderr)
-        raise SystemExit(getattr(e, "exit_code", 2)) from None
     except asyncio.CancelledError:
         raise SystemExit(143) from None
 
@@ -396,7 +711,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="connvo-agent", description="A headless WebRTC participant for Connvo meetings."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -406,8 +721,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from signaling.errors import ConnvoError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        return _fail(args, _unrecognized(extra))
     try:
         return args.run(args)
+    except UsageError as e:
+        return _fail(args, str(e))
+    except ConnvoError as e:
+        return _fail(args, _explain(args, e), getattr(e, "exit_code", 2))
+    except OSError as e:  # a file or socket of this machine, mid-run: a disk full, a lost mount
+        return _fail(args, str(e))
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(args: argparse.Namespace, text: str, code: int = 2) -> int:
+    print(f"connvo-agent {args.command}: {text}", file=sys.stderr, flush=True)
+    return code
+
+
+def _unrecognized(extra: list[str]) -> str:
+    """argparse would print them all, and a value there may be a token given without --token:
+    only option names are shown."""
+    names = [a.partition("=")[0] for a in extra if a.startswith("-") and len(a) > 1]
+    if names:
+        return f"unrecognized option {' '.join(names)}"
+    return f"{len(extra)} value(s) that belong to no option (not shown: a missing option name?)"
+
+
+def _explain(args: argparse.Namespace, error: Exception) -> str:
+    """A ConnvoError's text with the option it comes from: the deployment of --url, the
+    CA bundle of --ca-file or $SSL_CERT_FILE, the token, the meeting."""
+    from agent.errors import AgentError, ChatTooLarge, Replaced
+    from signaling.errors import ApplicationError, BadCABundle, TransportError, Unauthorized
+
+    url, meeting = getattr(args, "url", None), getattr(args, "meeting", None)
+    if isinstance(error, Replaced | ChatTooLarge):
+        return str(error)
+    if isinstance(error, BadCABundle):
+        return f"{'--ca-file' if getattr(args, 'ca_file', None) else '$SSL_CERT_FILE'}: {error}"
+    if isinstance(error, TransportError) and url:
+        return f"--url {url}: {error.reason}"
+    if isinstance(error, Unauthorized):
+        source = getattr(args, "token_source", "--token")
+        return f"the deployment refused the token of {source}: {error}"
+    if isinstance(error, ApplicationError | AgentError) and meeting:
+        return f"--meeting {meeting}: {error}"
+    return str(error)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import Backend
 from test_room import room
 
@@ -17,7 +20,10 @@ from agent.workers.recorder import RecordOptions
 from agent.workers.transcriber import TranscriberOptions
 
 
-async def connvo_agent(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+async def connvo_agent(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """The CLI in a child process; `env` replaces the environment when given."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -25,6 +31,7 @@ async def connvo_agent(*args: str, timeout: float = 60) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     return process.returncode, out.decode(), err.decode()
@@ -76,22 +83,143 @@ async def test_bad_token_is_one_clear_line_and_exit_code_2(backend: Backend):
         "--meeting",
         meeting.id,
     )
-    assert code == 2
-    assert err.startswith("connvo-agent: ") and "UNAUTHORIZED" in err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("connvo-agent join: ") and "UNAUTHORIZED" in err and "--token" in err
     assert "Traceback" not in err and "secret-but-wrong" not in err + out
 
 
-async def test_unreachable_backend_is_one_clear_line(backend: Backend):
-    code, _, err = await connvo_agent(
-        "join",
-        "--url",
-        "http://127.0.0.1:9",
-        "--token",
-        "t",
-        "--meeting",
-        "m",
-    )
-    assert code == 2 and "cannot connect" in err and "Traceback" not in err
+async def test_an_unknown_meeting_is_one_line_naming_it(backend: Backend):
+    meeting = await backend.meeting(1)
+    for unknown in ("nosuchmeeting", "mtg_00000000000000000000000000"):
+        code, out, err = await connvo_agent(
+            *("record", "--url", backend.url, "--meeting", unknown, "--out", "unused"),
+            env={**os.environ, "CONNVO_TOKEN": meeting.host.token},
+        )
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"connvo-agent record: --meeting {unknown}: "), err
+        assert "Traceback" not in err and meeting.host.token not in out + err
+    assert not Path("unused").exists()
+
+
+TOKEN = "tok-secret-123"
+LONG_TOKEN = "eyJ" + "x" * 170  # as long as a dev token
+URL = "http://127.0.0.1:9"
+MEETING = ("--token", TOKEN, "--meeting", "m")
+JOIN = ("join", "--url", URL, *MEETING)
+LOAD = ("load", "--url", URL, "--host-token", TOKEN)
+
+# Each bad input, as a careless user would type it, and what its one line must name. {tmp} is
+# a directory holding "text" (not media, not PEM, one token) and nothing else; {free} is a port
+# where nothing listens.
+BAD_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "port out of range": (
+        ("join", "--url", "http://127.0.0.1:99999", *MEETING),
+        ("--url", "http://127.0.0.1:99999"),
+    ),
+    "unclosed IPv6": (("join", "--url", "http://[::1", *MEETING), ("--url", "http://[::1")),
+    "ftp": (("record", "--url", "ftp://example.com", *MEETING, "--out", "{tmp}/r"), ("ftp://",)),
+    "no scheme": (("transcribe", "--url", "localhost:8787", *MEETING), ("localhost:8787",)),
+    "no host": (("join", "--url", "http://", *MEETING), ("--url", "no host")),
+    "port 0": (("join", "--url", "http://127.0.0.1:0", *MEETING), ("--url", "port 0")),
+    "user in URL": (("join", "--url", f"http://u:{TOKEN}@h", *MEETING), ("--url", "no user")),
+    "space in host": (("join", "--url", "http://exa mple.com", *MEETING), ("'exa mple.com'",)),
+    "load ftp": (("load", "--url", "ftp://x", "--tokens", "{tmp}/text"), ("--url", "ftp://x")),
+    "refused": (
+        ("join", "--url", "http://127.0.0.1:{free}", *MEETING),
+        ("--url http://127.0.0.1:{free}", "cannot connect"),
+    ),
+    "no token": (("join", "--url", URL, "--meeting", "m"), ("--token", "$CONNVO_TOKEN")),
+    "empty token": (("join", "--url", URL, "--token", "", "--meeting", "m"), ("--token",)),
+    "Bearer token": (
+        ("join", "--url", URL, "--token", f"Bearer {TOKEN}", "--meeting", "m"),
+        ("--token",),
+    ),
+    "token without --token": (("join", "--url", URL, TOKEN, "--meeting", "m"), ("not shown",)),
+    "token as --url": (("join", "--url", LONG_TOKEN, *MEETING), ("--url", "not shown")),
+    "token as --meeting": (
+        ("join", "--url", URL, "--token", TOKEN, "--meeting", LONG_TOKEN),
+        ("--meeting", "not shown"),
+    ),
+    "unknown option": ((*JOIN, "--frobnicate"), ("--frobnicate",)),
+    "empty meeting": (("join", "--url", URL, "--token", TOKEN, "--meeting", ""), ("--meeting",)),
+    "path as meeting": (
+        ("join", "--url", URL, "--token", TOKEN, "--meeting", "../m"),
+        ("--meeting", "../m"),
+    ),
+    "send": ((*JOIN, "--send", "audio,vidoe"), ("--send", "vidoe")),
+    "play missing": ((*JOIN, "--play", "{tmp}/missing.mp4"), ("--play", "missing.mp4")),
+    "play text": ((*JOIN, "--play", "{tmp}/text"), ("--play", "text", "Invalid data")),
+    "play a directory": ((*JOIN, "--play", "{tmp}"), ("--play", "not a file")),
+    "chat too long": ((*JOIN, "--chat", "x" * 20_000), ("--chat", "16384")),
+    "negative duration": ((*JOIN, "--duration", "-1"), ("--duration", "-1")),
+    "zero duration": (("demo", "--duration", "0"), ("--duration", "'0'")),
+    "word duration": (
+        ("record", "--url", URL, *MEETING, "--out", "{tmp}/r", "--duration", "ten"),
+        ("--duration", "ten"),
+    ),
+    "nan duration": (
+        ("transcribe", "--url", URL, *MEETING, "--duration", "nan"),
+        ("--duration", "nan"),
+    ),
+    "poll": ((*JOIN, "--poll-fast", "-0.1"), ("--poll-fast", "-0.1")),
+    "ice address": ((*JOIN, "--ice-address", "localhost"), ("--ice-address", "localhost")),
+    "foreign ice address": ((*JOIN, "--ice-address", "192.0.2.1"), ("--ice-address", "192.0.2.1")),
+    "ca missing": ((*JOIN, "--ca-file", "{tmp}/ca.pem"), ("--ca-file", "ca.pem")),
+    "ca not PEM": ((*JOIN, "--ca-file", "{tmp}/text"), ("--ca-file", "text")),
+    "out is a file": (
+        ("record", "--url", URL, *MEETING, "--out", "{tmp}/text"),
+        ("--out", "not a directory"),
+    ),
+    "engine": (
+        ("transcribe", "--url", URL, *MEETING, "--engine", "whisperish"),
+        ("--engine", "whisperish", "pocketsphinx"),
+    ),
+    "language": (("transcribe", "--url", URL, *MEETING, "--language", ""), ("--language",)),
+    "spool is a directory": (
+        ("transcribe", "--url", URL, *MEETING, "--spool", "{tmp}"),
+        ("--spool", "not a file"),
+    ),
+    "tokens missing": ((*LOAD, "--tokens", "{tmp}/tokens"), ("--tokens", "tokens")),
+    "too few tokens": ((*LOAD, "--tokens", "{tmp}/text"), ("--tokens", "4 tokens")),
+    "url without tokens": (LOAD, ("--url", "--tokens")),
+    "tokens without url": (("load", "--tokens", "{tmp}/text"), ("--tokens", "--url")),
+    "no meetings": (("load", "--meetings", "0"), ("--meetings", "'0'")),
+    "negative participants": (("load", "--participants", "-1"), ("--participants", "-1")),
+    "video size": (("load", "--video-size", "640*480"), ("--video-size", "640*480")),
+    "min success": (("load", "--min-success", "101"), ("--min-success", "101")),
+    "workers": (("load", "--workers", "many"), ("--workers", "many")),
+    "lonely demo": (("demo", "--participants", "1"), ("--participants", "'1'")),
+    "serve port": (("serve", "--port", "99999"), ("--port", "99999")),
+    "stun url": (("serve", "--stun-url", "http://stun.example"), ("--stun-url", "stun:")),
+    "token data": (("token", "--data", "{tmp}/text", "--user", "a"), ("--data", "text")),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+async def test_every_bad_input_is_one_line_and_exit_code_2(case: str, tmp_path: Path):
+    args, named = BAD_INPUTS[case]
+    (tmp_path / "text").write_text("not-media-nor-pem-nor-enough-tokens\n")
+
+    def fill(text: str) -> str:
+        return text.replace("{tmp}", str(tmp_path)).replace("{free}", str(port))
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNVO_", "SSL_CERT"))}
+    code, out, err = await connvo_agent(*map(fill, args), timeout=20, env=env)
+    lines = err.splitlines()
+    assert code == 2, (code, err)
+    assert len(lines) == 1 and lines[0].strip(), err
+    assert lines[0].startswith(f"connvo-agent {args[0]}: "), err
+    for text in map(fill, named):
+        assert text in lines[0], (text, err)
+    assert "Traceback" not in out + err and TOKEN not in out + err and LONG_TOKEN not in err
+    assert not (tmp_path / "r").exists()  # nothing started
 
 
 async def test_demo_json_reports_every_bot_ok():
