@@ -43,7 +43,7 @@ from signaling.errors import (
     Unauthorized,
     application_error,
 )
-from signaling.functions import FUNCTIONS, Function
+from signaling.functions import Function
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +229,8 @@ class ConvexClient:
     def __repr__(self) -> str:
         return f"ConvexClient({self.url!r}, token={'***' if self._token else None})"
 
-    async def call(self, path: Function | str, args: BaseModel | dict[str, Any]) -> Any:
+    async def call(self, fn: Function, args: BaseModel | dict[str, Any]) -> Any:
         """Validate args, run the function, validate and parse the answer."""
-        fn = path if isinstance(path, Function) else FUNCTIONS[path]
         payload = _dump_args(fn, args)
         value = await self.run(fn.path, payload, retry_safe=fn.retry_safe)
         try:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from agent.load.http import LoadHTTP
+from signaling import functions as fn
 from signaling.api import ConnvoAPI
 from signaling.client import (
     MAX_ANSWER_BYTES,
@@ -40,10 +41,9 @@ from signaling.errors import (
 
 TOKEN = "tok-3f9c1e-very-secret"
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
-_W = "meetings/webrtc/index/"
-SIGNALS = _W + "getPendingSignals"  # retry-safe
-DESCRIBE = _W + "exchangeSessionDescription"  # not retry-safe
-ROOM = _W + "initializeWebRTCRoom"
+SIGNALS = fn.GET_PENDING_SIGNALS  # retry-safe
+DESCRIBE = fn.EXCHANGE_SESSION_DESCRIPTION  # not retry-safe
+ROOM = fn.INITIALIZE_WEBRTC_ROOM
 ARGS = {
     SIGNALS: {"meetingId": "m1"},
     DESCRIBE: {
@@ -201,7 +201,7 @@ async def test_failure_class_and_retries(server, client, path, answer, cls):
     with pytest.raises(cls) as info:
         await client.call(path, ARGS[path])
     assert type(info.value) is cls
-    assert info.value.function == path
+    assert info.value.function == path.path
     retried = cls is TransportError and path == SIGNALS
     assert server.attempts == (3 if retried else 1)
     if cls is TransportError:
@@ -213,7 +213,7 @@ async def test_failure_class_and_retries(server, client, path, answer, cls):
 async def test_request_shape_and_success(server, client):
     assert await client.call(DESCRIBE, ARGS[DESCRIBE]) is None
     [(line, headers, body)] = server.requests
-    assert line == f"POST /api/run/{DESCRIBE} HTTP/1.1"
+    assert line == f"POST /api/run/{DESCRIBE.path} HTTP/1.1"
     assert headers["authorization"] == f"Bearer {TOKEN}"
     assert body == {"args": ARGS[DESCRIBE], "format": "json"}
 
@@ -225,7 +225,7 @@ async def test_unsent_requests_are_retried_even_when_not_retry_safe(kind, http, 
         client = ConvexClient(url, TOKEN, http=http, retry=FAST)
         with pytest.raises(TransportError) as info:
             await client.call(DESCRIBE, ARGS[DESCRIBE])
-    assert (info.value.function, info.value.sent) == (DESCRIBE, False)
+    assert (info.value.function, info.value.sent) == (DESCRIBE.path, False)
     assert caplog.text.count("retrying") == 2  # 3 attempts
 
 
@@ -256,7 +256,7 @@ async def test_rate_limit_gives_up_after_the_attempts(server, client):
     server.script(app_error("RATE_LIMIT_EXCEEDED", 429))
     with pytest.raises(RateLimitExceeded) as info:
         await client.call(DESCRIBE, ARGS[DESCRIBE])
-    assert info.value.function == DESCRIBE
+    assert info.value.function == DESCRIBE.path
     assert server.attempts == 3
 
 
@@ -294,7 +294,11 @@ async def test_answer_not_matching_schema(server, client, path, value, field):
     server.script(success(value))
     with pytest.raises(SchemaError) as info:
         await client.call(path, ARGS[path])
-    assert (info.value.function, info.value.field, info.value.direction) == (path, field, "answer")
+    assert (info.value.function, info.value.field, info.value.direction) == (
+        path.path,
+        field,
+        "answer",
+    )
     assert server.attempts == 1
 
 
@@ -326,7 +330,11 @@ async def test_answer_with_unknown_status(server, client):
 async def test_bad_args_are_refused_before_sending(server, client, path, args, field):
     with pytest.raises(SchemaError) as info:
         await client.call(path, args)
-    assert (info.value.function, info.value.field, info.value.direction) == (path, field, "args")
+    assert (info.value.function, info.value.field, info.value.direction) == (
+        path.path,
+        field,
+        "args",
+    )
     assert server.attempts == 0 and server.connections == 0
 
 
@@ -402,7 +410,7 @@ async def test_an_oversized_answer_is_refused_and_not_retried(server, client, fr
     server.script(reply(200, "x" * too_big) if framing == "content-length" else _chunked(too_big))
     with pytest.raises(AnswerTooLarge) as info:
         await client.call(SIGNALS, ARGS[SIGNALS])  # retry-safe, yet not repeated: no use
-    assert info.value.function == SIGNALS and SIGNALS in str(info.value)
+    assert info.value.function == SIGNALS.path and SIGNALS.path in str(info.value)
     assert server.attempts == 1
 
 

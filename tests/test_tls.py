@@ -19,13 +19,14 @@ import trustme
 from conftest import Backend
 
 from agent.load.http import LoadHTTP
+from signaling import functions as fn
 from signaling.api import ConnvoAPI
 from signaling.client import ConvexClient, HttpxTransport, RetryPolicy, shared_http
 from signaling.errors import TLSError, TransportError
 
 TOKEN = "tok-3f9c1e-very-secret"
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
-CURRENT_USER = "users/queries/getCurrentUser"
+CURRENT_USER = fn.GET_CURRENT_USER
 
 
 class TLSProxy:
@@ -224,7 +225,7 @@ async def test_a_plain_listener_never_sees_the_token(transport: str, answer: boo
     client = ConvexClient(listener.url, TOKEN, http=http, retry=FAST)
     with pytest.raises(TransportError) as info:
         await client.call(CURRENT_USER, {})
-    assert info.value.function == CURRENT_USER and info.value.sent is False
+    assert info.value.function == CURRENT_USER.path and info.value.sent is False
     if answer:  # it spoke plain HTTP back: no TLS server, and no second try
         assert type(info.value) is TLSError and "TLS handshake failed" in str(info.value)
     assert listener.received.startswith(b"\x16\x03")  # TLS records (a ClientHello), only
