@@ -99,7 +99,7 @@ async def run_bot(options: BotOptions) -> int:
 def _echo(text: str) -> str:
     """The echo of a message, cut to the chat limit. Echoes are never echoed again, so two
     echo bots answer each other once, not forever."""
-    return (ECHO + text).encode("utf-8", "surrogatepass")[:MAX_TEXT].decode("utf-8", "ignore")
+    return (ECHO + text).encode("utf-8")[:MAX_TEXT].decode("utf-8", "ignore")
 
 
 def _describe(event: Event) -> str:

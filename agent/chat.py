@@ -17,7 +17,7 @@ from typing import Any
 
 from aiortc import rtcsctptransport
 
-from agent.errors import ChatTooLarge
+from agent.errors import ChatTooLarge, InvalidChat
 from agent.events import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,20 @@ MAX_WIRE = 6 * MAX_TEXT + 1024
 byte), plus its envelope."""
 
 
-def new_chat(sender: str, text: str) -> ChatMessage:
-    """A message to send; raises ChatTooLarge past MAX_TEXT."""
-    size = len(text.encode("utf-8", "surrogatepass"))
+def check_text(text: str) -> None:
+    """Raises ChatTooLarge past MAX_TEXT, InvalidChat for text that is not Unicode (a lone
+    surrogate, e.g. from undecodable command-line bytes), which no channel can carry."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidChat("chat text must be valid Unicode (it holds a lone surrogate)") from None
     if size > MAX_TEXT:
         raise ChatTooLarge(size, MAX_TEXT)
+
+
+def new_chat(sender: str, text: str) -> ChatMessage:
+    """A message to send (see `check_text` for what is refused)."""
+    check_text(text)
     return ChatMessage(id=uuid.uuid4().hex, sender=sender, text=text, ts=time.time() * 1000)
 
 
@@ -63,7 +72,11 @@ def decode(data: object, sender: str) -> ChatMessage | None:
     if not isinstance(body, dict) or body.get("type") != "chat":
         return None
     text, ts = body.get("text"), body.get("ts", time.time() * 1000)
-    if not isinstance(text, str) or len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT:
+    if not isinstance(text, str):
+        return None
+    try:
+        check_text(text)
+    except InvalidChat:
         return None
     if isinstance(ts, bool) or not isinstance(ts, int | float):
         return None

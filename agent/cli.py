@@ -179,11 +179,13 @@ def _media_file(path: str) -> str:
 
 
 def _chat_text(text: str) -> str:
-    from agent.chat import MAX_TEXT
+    from agent.chat import check_text
+    from agent.errors import InvalidChat
 
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_TEXT:
-        raise Bad(f"a message of {size} bytes is over the chat limit of {MAX_TEXT}")
+    try:
+        check_text(text)
+    except InvalidChat as e:
+        raise Bad(str(e)) from None
     return text
 
 

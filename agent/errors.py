@@ -36,7 +36,11 @@ class UnsupportedProvider(AgentError):
         )
 
 
-class ChatTooLarge(AgentError):
+class InvalidChat(AgentError):
+    """Chat text no channel can carry."""
+
+
+class ChatTooLarge(InvalidChat):
     def __init__(self, size: int, limit: int) -> None:
         self.size, self.limit = size, limit
         super().__init__(

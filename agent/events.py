@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -81,7 +82,10 @@ class EventBus:
     gets one EventsDropped before the next event."""
 
     def __init__(self) -> None:
-        self._queues: dict[asyncio.Queue[Event | None], list[int]] = {}
+        # Weak: a subscription that is dropped without ever being iterated goes away with it.
+        self._queues: weakref.WeakKeyDictionary[asyncio.Queue[Event | None], list[int]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._closed = False
 
     def subscribe(self) -> AsyncIterator[Event]:
@@ -99,7 +103,7 @@ class EventBus:
             self._queues.pop(queue, None)
 
     def emit(self, event: Event) -> None:
-        for queue, dropped in self._queues.items():
+        for queue, dropped in list(self._queues.items()):
             if queue.qsize() >= MAX_BEHIND:
                 dropped[0] += 1
                 continue
@@ -110,5 +114,5 @@ class EventBus:
 
     def close(self) -> None:
         self._closed = True
-        for queue in self._queues:
+        for queue in list(self._queues):
             queue.put_nowait(None)

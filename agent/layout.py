@@ -29,12 +29,11 @@ class Slot:
         return _DIRECTIONS[(self.source is not None, self.receive)]
 
 
-def label(kind: str, index_of_kind: int) -> Label:
-    """The slot of the n-th m-line of a kind: the first video is the camera, the second the
-    screen."""
-    if kind == "audio":
-        return "audio"
-    return "screen" if index_of_kind == 1 else "camera"
+def label(kind: str, index_of_kind: int) -> Label | None:
+    """The slot of the n-th m-line of a kind: the first audio, the first video (camera), the
+    second video (screen); None past the layout."""
+    names: tuple[Label, ...] = ("audio",) if kind == "audio" else ("camera", "screen")
+    return names[index_of_kind] if index_of_kind < len(names) else None
 
 
 def slot(name: Label, plan: Plan, outgoing: Outgoing) -> Slot:

@@ -26,7 +26,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from agent import quality
 from agent.events import ChatMessage, Event, ParticipantJoined, ParticipantLeft
-from agent.peer import LocalSide, Peer, Transition
+from agent.peer import LocalSide, Peer, Transition, check_sdp
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError
 from signaling.models import ActiveSession, IceCandidate, SessionDescription, Signal
@@ -74,13 +74,13 @@ class Mesh:
         self._dead_after = dead_after
         self._me: ActiveSession | None = None
         self._peers: dict[str, Peer] = {}
-        self._announced: set[str] = set()
+        self._announced: set[Peer] = set()
         self._early: dict[tuple[str, str], list[IceCandidate]] = {}
         self._stale: dict[str, None] = {}
-        self._created: dict[str, float] = {}
-        """createdAt of each active session, from the last session list read."""
-        self._alive_at: dict[str, float] = {}
-        self._samples: dict[str, quality.Sample] = {}
+        self._sessions: dict[str, ActiveSession] = {}
+        """The active sessions by sessionId, from the last session list read."""
+        self._alive_at: dict[Peer, float] = {}
+        self._samples: dict[Peer, quality.Sample] = {}
         self._quality: dict[str, quality.Quality] = {}
         self._pushed_state = "connecting"
         self.failures_reported = 0
@@ -97,7 +97,8 @@ class Mesh:
         return MappingProxyType(self._quality)
 
     def busy(self) -> bool:
-        return any(p.negotiating for p in self._peers.values())
+        """An answer or trickled candidates are due: the pump should poll fast."""
+        return any(p.awaiting_signals for p in self._peers.values())
 
     def is_stale(self, session_id: str) -> bool:
         return session_id in self._stale
@@ -133,7 +134,7 @@ class Mesh:
     async def _own_sessions(self, sessions: list[ActiveSession]) -> bool:
         """One user, one session, the newest: close older sessions of our user (a crashed or
         restarted client); answers True when a newer one exists and this one must go."""
-        self._created = {s.sessionId: s.createdAt for s in sessions}
+        self._sessions = {s.sessionId: s for s in sessions}
         self._me = next((s for s in sessions if s.sessionId == self._session_id), self._me)
         mine = [s for s in sessions if s.userId == self._local.user_id]
         if newer := [s for s in mine if self._is_newer(s)]:
@@ -162,6 +163,7 @@ class Mesh:
             return
         if data.type == "offer":
             self._hooks.mark("offer_received")
+            check_sdp(data.sdp)  # before anything is built or looked up
             peer = await self._peer_for_offer(user, session)
         else:
             peer = self._current(user, session)
@@ -171,24 +173,30 @@ class Mesh:
 
     async def _peer_for_offer(self, user: str, session: str) -> Peer | None:
         """An offer is proof of life: even a stale or dropped session comes back with one.
-        It replaces the user's current peer only from a newer active session: an older one is
-        a process on its way out, which must not take the user's place back."""
+        A session of another user is never taken on. An offer replaces the user's current peer
+        only from a newer active session: an older one is a process on its way out, which must
+        not take the user's place back."""
         if (peer := self._current(user, session)) is not None:
             return peer
+        if session not in self._sessions:  # created since the last read
+            self._sessions = {
+                s.sessionId: s for s in await self._api.active_sessions(self._meeting_id)
+            }
+        owner = self._sessions.get(session)
+        if owner is not None and owner.userId != user:
+            log.warning("an offer from %s claims the session of %s: ignored", user, owner.userId)
+            return None
         if (old := self._peers.get(user)) is not None:
-            if not await self._supersedes(session, old.session_id):
+            if owner is None or not self._later(owner, old.session_id):
                 log.info("offer from an older or closed session of %s ignored", user)
                 return None
             await self._drop(old, "rejoined")
         self._stale.pop(session, None)
         return self._add(user, session)
 
-    async def _supersedes(self, new: str, old: str) -> bool:
-        if new not in self._created:  # just created: read the list again
-            sessions = await self._api.active_sessions(self._meeting_id)
-            self._created = {s.sessionId: s.createdAt for s in sessions}
-        created, before = self._created.get(new), self._created.get(old)
-        return created is not None and (before is None or (created, new) > (before, old))
+    def _later(self, new: ActiveSession, old: str) -> bool:
+        before = self._sessions.get(old)
+        return before is None or (new.createdAt, new.sessionId) > (before.createdAt, old)
 
     async def _negotiate(self, peer: Peer, description: SessionDescription) -> None:
         """A description that fails leaves no half-built peer behind (a ghost would keep the
@@ -239,10 +247,10 @@ class Mesh:
         if self._peers.get(peer.user_id) is not peer:
             return
         if transition == "connected":
-            self._alive_at[peer.session_id] = time.monotonic()
+            self._alive_at[peer] = time.monotonic()
             self._hooks.mark("connected")
-            if peer.session_id not in self._announced:
-                self._announced.add(peer.session_id)
+            if peer not in self._announced:
+                self._announced.add(peer)
                 self.emit(ParticipantJoined(peer.user_id, peer.session_id))
         elif transition == "no_answer":
             self._remember_stale(peer.session_id)
@@ -315,15 +323,15 @@ class Mesh:
             pc = peer.pc
             if peer.state == "connected" and pc is not None:
                 sample = await quality.sample(pc)
-                before = self._samples.get(peer.session_id)
-                self._samples[peer.session_id] = sample
+                before = self._samples.get(peer)
+                self._samples[peer] = sample
                 if before is not None:
                     self._quality[peer.user_id] = quality.between(before, sample)
                     measured.append(self._quality[peer.user_id])
                 flowing = before is None or sample.bytes_received > before.bytes_received
                 if flowing or not _carries_media(pc):
-                    self._alive_at[peer.session_id] = now
-            alive_at = self._alive_at.setdefault(peer.session_id, now)
+                    self._alive_at[peer] = now
+            alive_at = self._alive_at.setdefault(peer, now)
             if now - alive_at > self._dead_after:
                 await self._unreachable(peer)
         if measured:
@@ -332,7 +340,7 @@ class Mesh:
 
     async def _unreachable(self, peer: Peer) -> None:
         log.info("%r: silent for %.0f s, dropped", peer, self._dead_after)
-        if peer.session_id not in self._announced:
+        if peer not in self._announced:
             self._remember_stale(peer.session_id)
         await self._drop(peer, "unreachable")
 
@@ -348,7 +356,7 @@ class Mesh:
     def _add(self, user_id: str, session_id: str) -> Peer:
         peer = Peer(self._local, self, user_id, session_id)
         self._peers[user_id] = peer
-        self._alive_at[session_id] = time.monotonic()
+        self._alive_at[peer] = time.monotonic()
         return peer
 
     async def _drop(self, peer: Peer, reason: str) -> None:
@@ -356,11 +364,11 @@ class Mesh:
             del self._peers[peer.user_id]
         await peer.close()
         for table in (self._samples, self._alive_at):
-            table.pop(peer.session_id, None)
+            table.pop(peer, None)
         if peer.user_id not in self._peers:
             self._quality.pop(peer.user_id, None)
-        if peer.session_id in self._announced:
-            self._announced.discard(peer.session_id)
+        if peer in self._announced:
+            self._announced.discard(peer)
             self.emit(ParticipantLeft(peer.user_id, peer.session_id, reason))
 
     def _remember_stale(self, session_id: str) -> None:

@@ -36,14 +36,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SDP = 64 * 1024
+MAX_MLINES = 8
+"""A mesh connection has at most 4 (audio, camera, screen, data); more is not a participant."""
+TRICKLE_WINDOW = 3.0
+"""Seconds after a description during which trickled candidates are worth polling fast for."""
 CLOSE_TIMEOUT = 5.0
 MAX_OUTBOX = 64
 """Chat messages held for a channel that is not open yet; older ones are dropped first."""
 
 Transition = Literal["connecting", "connected", "disconnected", "failed", "closed", "no_answer"]
-"""What a peer reports: aiortc's connection states, and `no_answer` for an offer unanswered
-within the answer timeout. `closed` after `failed` is not reported: aiortc closes a failed
+"""What a peer reports: aiortc's connection states, and `no_answer` for a negotiation (an offer
+or an answer) that did not lead to a connection within the answer timeout: the other side never
+answered, or never connected. `closed` after `failed` is not reported: aiortc closes a failed
 connection itself, and that is still the failure being recovered, not a leave."""
+
+
+def check_sdp(sdp: str) -> None:
+    """Refuses, before anything is built, an SDP no participant sends: oversized, without
+    m-lines (aiortc would answer it, leaving a connection that never connects) or with more
+    m-lines than a mesh connection has (each would cost a sender)."""
+    if len(sdp) > MAX_SDP:
+        raise ValueError(f"SDP of {len(sdp)} bytes is over the {MAX_SDP} limit")
+    mlines = sdp.count("\nm=")
+    if not 0 < mlines <= MAX_MLINES:
+        raise ValueError(f"an SDP with {mlines} m-lines; a mesh connection has 1 to {MAX_MLINES}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,7 @@ class Peer:
         self._connected_at: float | None = None
         self._outbox: list[ChatMessage] = []
         self._answer_timer: asyncio.TimerHandle | None = None
+        self._described_at = 0.0
         self.chat_sent = 0
         self.chat_received = 0
         self.chat_dropped = 0
@@ -120,6 +137,14 @@ class Peer:
         return self._state not in ("connected", "closed", "failed")
 
     @property
+    def awaiting_signals(self) -> bool:
+        """An answer, or trickled candidates, are due: worth polling fast for."""
+        if self._pc is None or not self.negotiating:
+            return False
+        recent = time.monotonic() - self._described_at < TRICKLE_WINDOW
+        return recent or self._pc.signalingState == "have-local-offer"
+
+    @property
     def has_remote(self) -> bool:
         """Candidates can be added: the remote description is set."""
         return self._pc is not None and self._pc.remoteDescription is not None
@@ -141,24 +166,18 @@ class Peer:
         await pc.setLocalDescription(await pc.createOffer())
         await self._owner.send_description(self, pc.localDescription)
         self._owner.mark("offer_sent")
-        self._answer_timer = asyncio.get_running_loop().call_later(
-            self._local.answer_timeout, self._no_answer
-        )
+        self._start_answer_timer()
 
     async def handle_description(self, description: SessionDescription) -> None:
-        """Raises ValueError, before touching the connection, for an SDP past MAX_SDP or one
-        without m-lines (which aiortc would answer, leaving a connection that never connects)."""
-        if len(description.sdp) > MAX_SDP:
-            raise ValueError(f"SDP of {len(description.sdp)} bytes is over the {MAX_SDP} limit")
-        if "\nm=" not in description.sdp:
-            raise ValueError("an SDP without media sections: nothing to negotiate")
+        """Raises ValueError for an SDP that `check_sdp` refuses, before touching the connection."""
+        check_sdp(description.sdp)
+        self._described_at = time.monotonic()
         if description.type == "offer":
             await self._answer(description)
         elif description.type == "answer":
             if self._pc is None or self._pc.signalingState != "have-local-offer":
                 log.debug("%r: answer without an offer, ignored", self)
                 return
-            self._cancel_answer_timer()
             await self._set_remote(description)
         else:
             log.debug("%r: %s descriptions are not used by the mesh", self, description.type)
@@ -193,22 +212,34 @@ class Peer:
         seen: dict[str, int] = {}
         for transceiver in pc.getTransceivers():
             nth = seen[transceiver.kind] = seen.get(transceiver.kind, -1) + 1
-            slot = layout.slot(layout.label(transceiver.kind, nth), plan, out)
+            name = layout.label(transceiver.kind, nth)
+            if name is None:  # past the layout: nothing sent or received on it
+                transceiver.direction = "inactive"
+                continue
+            slot = layout.slot(name, plan, out)
             track = out.relayed(slot.source)
             if track is not None:
                 transceiver.sender.replaceTrack(track)
             transceiver.direction = slot.direction
         await pc.setLocalDescription(await pc.createAnswer())
         await self._owner.send_description(self, pc.localDescription)
+        self._start_answer_timer()
 
     async def _set_remote(self, description: SessionDescription) -> None:
         assert self._pc is not None
         sdp = filter_sdp(description.sdp, self._local.ice)
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=description.type))
 
+    def _start_answer_timer(self) -> None:
+        """Runs from our description until the connection is up, whichever side offered."""
+        self._cancel_answer_timer()
+        self._answer_timer = asyncio.get_running_loop().call_later(
+            self._local.answer_timeout, self._no_answer
+        )
+
     def _no_answer(self) -> None:
         self._answer_timer = None
-        log.info("%r: no answer within %.0f s", self, self._local.answer_timeout)
+        log.info("%r: not connected within %.0f s", self, self._local.answer_timeout)
         self._owner.transition(self, "no_answer")
 
     def _cancel_answer_timer(self) -> None:
@@ -263,8 +294,9 @@ class Peer:
 
     def _set_state(self, state: str) -> None:
         self._state = state
-        if state == "connected" and self._connected_at is None:
-            self._connected_at = time.monotonic()
+        if state == "connected":
+            self._cancel_answer_timer()
+            self._connected_at = self._connected_at or time.monotonic()
         self._owner.emit(ConnectionStateChanged(self.user_id, state))
         if state != "new":
             self._owner.transition(self, state)  # type: ignore[arg-type]
@@ -272,7 +304,8 @@ class Peer:
     async def _close_connection(self) -> None:
         self._cancel_answer_timer()
         pc, self._pc, self._channel = self._pc, None, None
-        for track in self._tracks:
+        tracks, self._tracks = self._tracks, []
+        for track in tracks:
             await track.stop()
         if pc is not None:
             for sender in pc.getSenders():
@@ -350,5 +383,5 @@ def _label(pc: RTCPeerConnection, track) -> str:
     for transceiver in pc.getTransceivers():
         nth = seen[transceiver.kind] = seen.get(transceiver.kind, -1) + 1
         if transceiver.receiver.track is track:
-            return layout.label(transceiver.kind, nth)
+            return layout.label(transceiver.kind, nth) or track.kind
     return track.kind

@@ -201,8 +201,10 @@ class Room:
 
     async def send_chat(self, text: str) -> ChatMessage:
         """Send to every peer (now, or when its channel opens); answers the message sent.
-        Raises ChatTooLarge past agent.chat.MAX_TEXT, FeatureDisabled without chat."""
-        if self._plan is None or not self._plan.chat:
+        Raises InvalidChat (ChatTooLarge past agent.chat.MAX_TEXT), FeatureDisabled without chat."""
+        if self._plan is None:
+            raise RuntimeError("join the room before sending chat")
+        if not self._plan.chat:
             raise FeatureDisabled("chat", "sending chat")
         message = new_chat(self._user_id, text)
         if self._mesh is not None:
@@ -215,6 +217,9 @@ class Room:
     # --- join ----------------------------------------------------------------------------------
 
     async def join(self) -> None:
+        """Joins once: a Room that joined (or tried to) and left is done; make a new one."""
+        if self._join_started is not None:
+            raise RuntimeError("this Room has joined already; a new join needs a new Room")
         try:
             await self._in_context(self._join())
         except BaseException:
@@ -279,7 +284,7 @@ class Room:
             raise
 
     def _check_room(self, sessions: list[ActiveSession], limit: int) -> None:
-        others = {s.sessionId for s in sessions if s.userId != self._user_id}
+        others = {s.userId for s in sessions if s.userId != self._user_id}  # users, not sessions
         if len(others) + 1 > limit:
             raise MeetingFull(self.meeting_id, len(others), limit)
 

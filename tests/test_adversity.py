@@ -11,13 +11,15 @@ import uuid
 
 import psutil
 import pytest
+from aiortc import RTCPeerConnection
 from aiortc.rtcsctptransport import WEBRTC_STRING
 from conftest import Backend
 from test_room import FAST, connected_to, room, until
 
 from agent.chat import MAX_TEXT
-from agent.errors import ChatTooLarge
+from agent.errors import ChatTooLarge, InvalidChat
 from agent.events import ChatMessage, ParticipantJoined, ParticipantLeft
+from agent.ice import IceOptions
 from agent.media.sources import Outgoing
 from agent.room import RoomSettings
 
@@ -286,3 +288,103 @@ async def test_a_frozen_participant_that_offers_again_comes_back(backend):
         assert isinstance(back, ParticipantJoined) and back.session_id == left.session_id
         bot.kill()
         await bot.wait()
+
+
+async def _hostile_offer(meeting, index: int, target: str, session: str, audio: int, video: int):
+    """A real aiortc offer of `audio` + `video` m-lines from member `index`, under `session`."""
+    pc = RTCPeerConnection(IceOptions.loopback().configuration([]))
+    for kind, count in (("audio", audio), ("video", video)):
+        for _ in range(count):
+            pc.addTransceiver(kind, direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = {"type": "offer", "sdp": pc.localDescription.sdp}
+    await meeting[index].api.send_description(meeting.id, session, offer, target)
+    return pc
+
+
+async def _answer_to(member, meeting_id: str) -> str:
+    async with asyncio.timeout(15):
+        while True:
+            for signal in await member.api.pending_signals(meeting_id):
+                if getattr(signal.data, "type", None) == "answer":
+                    return signal.data.sdp
+            await asyncio.sleep(0.1)
+
+
+async def test_m_lines_past_the_layout_are_answered_inactive_and_too_many_refused(backend):
+    meeting = await backend.meeting(3)
+    victim = room(meeting, 0, outgoing=Outgoing.synthetic(audio=True, video=True))
+    async with victim:
+        session = uuid.uuid4().hex
+        await meeting[1].api.create_session(meeting.id, session)
+        pc = await _hostile_offer(meeting, 1, victim.user_id, session, audio=3, video=4)
+        answer = await _answer_to(meeting[1], meeting.id)
+        directions = [
+            line.split("=", 1)[1]
+            for line in answer.splitlines()
+            if line in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive")
+        ]
+        # audio, camera, then screen (this room has no screen sharing): one sender each, at most
+        assert directions[0] == "sendonly" and directions[3] == "sendonly"
+        assert directions[1:3] == ["inactive"] * 2 and directions[4:] == ["inactive"] * 3
+        await pc.close()
+
+        other = uuid.uuid4().hex
+        await meeting[2].api.create_session(meeting.id, other)
+        pc = await _hostile_offer(meeting, 2, victim.user_id, other, audio=4, video=5)
+        await _all_read(meeting[0], meeting.id)
+        await asyncio.sleep(0.3)
+        assert meeting[2].user_id not in victim.peers  # 9 m-lines: refused, nothing built
+        await pc.close()
+
+
+async def test_an_offer_claiming_another_users_session_is_ignored(backend):
+    meeting = await backend.meeting(3)
+    victim, other = room(meeting, 0), room(meeting, 1)
+    async with victim, other:
+        await until(lambda: connected_to(victim, [other]))
+        pc = await _hostile_offer(meeting, 2, victim.user_id, other.session_id, audio=1, video=1)
+        await _all_read(meeting[0], meeting.id)
+        await asyncio.sleep(0.3)
+        assert set(victim.peers) == {other.user_id}
+        assert victim.peers[other.user_id].session_id == other.session_id
+        await pc.close()
+
+
+async def test_an_answered_offer_that_never_connects_is_dropped_without_fast_polling(backend):
+    meeting = await backend.meeting(3)
+    settings = RoomSettings(poll=FAST.poll, discovery_interval=0.5, answer_timeout=4)
+    victim, other = room(meeting, 0, settings), room(meeting, 1, settings)
+    async with victim, other:
+        await until(lambda: connected_to(victim, [other]))  # joined: no more join-time polling
+        session = uuid.uuid4().hex
+        await meeting[2].api.create_session(meeting.id, session)
+        pc = await _hostile_offer(meeting, 2, victim.user_id, session, audio=1, video=0)
+        await pc.close()  # it answers nothing and connects to nothing
+        await until(lambda: meeting[2].user_id in victim.peers)
+        await asyncio.sleep(3.2)  # past the trickle window: nothing more is due
+        polls = victim.signal_polls
+        await asyncio.sleep(1.0)
+        assert victim.signal_polls - polls <= 7  # idle 0.2 s, not fast 0.05 s (20)
+        await until(lambda: meeting[2].user_id not in victim.peers, timeout=5)
+        assert victim._mesh.is_stale(session)
+
+
+async def test_one_users_stray_sessions_do_not_fill_a_meeting(backend):
+    meeting = await backend.meeting(3, maxParticipants=2)
+    for _ in range(3):
+        await meeting[1].api.create_session(meeting.id, uuid.uuid4().hex)
+    async with room(meeting, 0) as a:
+        assert a.user_id  # joined: one other user (with 3 sessions) + us is 2
+
+
+async def test_careless_api_use_fails_clearly(backend):
+    meeting = await backend.meeting(2, chat=True)
+    a = room(meeting, 0)
+    with pytest.raises(RuntimeError, match="join the room"):
+        await a.send_chat("too early")
+    async with a:
+        with pytest.raises(InvalidChat, match="lone surrogate"):
+            await a.send_chat("\ud800")
+    with pytest.raises(RuntimeError, match="new Room"):
+        await a.join()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from agent.events import MAX_BEHIND, EventBus, EventsDropped, ParticipantJoined
 
 
@@ -22,3 +24,12 @@ async def test_subscribing_after_close_ends_at_once():
     bus = EventBus()
     bus.close()
     assert [e async for e in bus.subscribe()] == []
+
+
+async def test_a_subscription_never_iterated_is_forgotten_with_it():
+    bus = EventBus()
+    events = bus.subscribe()
+    bus.emit(ParticipantJoined("u", "s"))
+    del events
+    gc.collect()
+    assert len(bus._queues) == 0

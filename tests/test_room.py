@@ -205,7 +205,8 @@ async def test_bad_token_inactive_meeting_and_sfu_rooms_fail_clearly(backend):
 
 async def test_glare_both_sides_offering_at_once_ends_in_one_connection(backend):
     meeting = await backend.meeting(2)
-    async with room(meeting, 0) as a, room(meeting, 1) as b:
+    audio = {"outgoing": Outgoing.synthetic(audio=True, video=False)}
+    async with room(meeting, 0, **audio) as a, room(meeting, 1, **audio) as b:
         await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
         pa, pb = a.peers[b.user_id], b.peers[a.user_id]
         first = pa.pc
@@ -222,3 +223,5 @@ async def test_glare_both_sides_offering_at_once_ends_in_one_connection(backend)
         assert pa.pc.remoteDescription.sdp == pb.pc.localDescription.sdp
         assert pb.pc.remoteDescription.sdp == pa.pc.localDescription.sdp
         assert a.peers[b.user_id] is pa and b.peers[a.user_id] is pb
+        await until(lambda: len(pa.tracks) == len(pb.tracks) == 1)  # the old ones went with it
+        assert [t.kind for t in pa.tracks + pb.tracks] == ["audio", "audio"]
