@@ -27,6 +27,7 @@ from agent.room import JoinRequest, JoinTarget
 
 ECHO = "echo: "
 REPLACED = str(Replaced())
+BACKEND_LOST = "the deployment was out of reach at the end: signals could not be read"
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,11 @@ async def run_bot(options: BotOptions) -> int:
                         if options.echo and not event.text.startswith(ECHO):
                             await room.send_chat(_echo(event.text))
                             chat["sent"] += 1
-        if room.replaced:
-            print(f"connvo-agent join: {REPLACED}", file=sys.stderr, flush=True)
+        problem = REPLACED if room.replaced else BACKEND_LOST if room.backend_lost else None
+        if problem:
+            print(f"connvo-agent join: {problem}", file=sys.stderr, flush=True)
         summary = {
-            "ok": not room.replaced,
+            "ok": problem is None,
             "meetingId": target.meeting_id,
             "userId": room.user_id,
             "peers": sorted(p.user_id for p in room.connected_peers()),
@@ -93,7 +95,7 @@ async def run_bot(options: BotOptions) -> int:
         }
     if options.json:
         print(json.dumps(summary), flush=True)
-    return Replaced.exit_code if room.replaced else 0
+    return Replaced.exit_code if room.replaced else 1 if problem else 0
 
 
 def _echo(text: str) -> str:

@@ -161,9 +161,9 @@ class Mesh:
         if isinstance(data, IceCandidate):
             await self._candidate(user, session, data)
             return
+        check_sdp(data.sdp)  # before anything is built or looked up
         if data.type == "offer":
             self._hooks.mark("offer_received")
-            check_sdp(data.sdp)  # before anything is built or looked up
             peer = await self._peer_for_offer(user, session)
         else:
             peer = self._current(user, session)

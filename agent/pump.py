@@ -48,25 +48,25 @@ class SignalPump:
         self._seen_order: deque[str] = deque()
         self.polls = 0
         """getPendingSignals calls so far: each is a billed function call on Convex."""
+        self.failing = False
+        """The last read failed (after the client's own retries): the backend is out of reach."""
 
     def nudge(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
         delay = self._settings.fast
-        failing = False
         while True:
             try:
                 count = await self.poll_once()
-                if failing:
+                if self.failing:
                     log.warning("reading signals works again")
-                failing = False
+                self.failing = False
             except ConnvoError as e:
                 # Once per outage, not once per poll: a backend down for a minute is one line.
-                log.log(
-                    logging.DEBUG if failing else logging.WARNING, "reading signals failed: %s", e
-                )
-                failing, count = True, 0
+                level = logging.DEBUG if self.failing else logging.WARNING
+                log.log(level, "reading signals failed: %s", e)
+                self.failing, count = True, 0
             if count >= PAGE:
                 continue
             if count or self._busy():

@@ -187,6 +187,12 @@ class Room:
         return self._pump.polls if self._pump is not None else 0
 
     @property
+    def backend_lost(self) -> bool:
+        """Signals cannot be read right now: the deployment is out of reach (a dead network, a
+        server that went away). Connections may still carry media, but nobody new can join."""
+        return self._pump is not None and self._pump.failing
+
+    @property
     def failures_reported(self) -> int:
         return self._mesh.failures_reported if self._mesh is not None else 0
 

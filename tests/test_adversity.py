@@ -22,6 +22,7 @@ from agent.events import ChatMessage, ParticipantJoined, ParticipantLeft
 from agent.ice import IceOptions
 from agent.media.sources import Outgoing
 from agent.room import RoomSettings
+from signaling.devserver import DevServer
 
 
 def _chat_open(r, other) -> bool:
@@ -388,3 +389,17 @@ async def test_careless_api_use_fails_clearly(backend):
             await a.send_chat("\ud800")
     with pytest.raises(RuntimeError, match="new Room"):
         await a.join()
+
+
+async def test_a_bot_whose_backend_went_away_does_not_say_ok(tmp_path):
+    with DevServer(tmp_path / "backend") as server:
+        backend = Backend(server)
+        meeting = await backend.meeting(2)
+        async with room(meeting, 0, outgoing=Outgoing.synthetic(audio=True, video=False)):
+            bot = await _bot(backend, meeting, 1, "--send", "audio", "--duration", "8")
+            await _lines_until(bot, "participant joined")
+            server.stop()  # the deployment goes away; the peers still reach each other
+            out, err = await asyncio.wait_for(bot.communicate(), 40)
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["ok"] is False and bot.returncode == 1
+    assert err.decode().strip().splitlines()[-1].startswith("connvo-agent join: the deployment")
