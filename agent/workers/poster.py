@@ -84,9 +84,9 @@ class Budget:
         """RATE_LIMIT_EXCEEDED: nothing more until the backend's window turns."""
         if isinstance(metadata.get("limit"), int) and metadata["limit"] > 0:
             self.limit = metadata["limit"]
-        reset = metadata.get("resetTime")
+        after = metadata.get("retryAfterSeconds")  # relative: our clock need not match theirs
         self._closed_until = (
-            reset / 1000 if isinstance(reset, int | float) else now // WINDOW * WINDOW + WINDOW
+            now + after if isinstance(after, int | float) else now // WINDOW * WINDOW + WINDOW
         )
         self._left(now)
         self._used = self.limit
@@ -150,7 +150,10 @@ class Poster:
                 await asyncio.sleep(wait)
                 held = True  # the budget runs low: what piled up meanwhile goes merged
                 continue
-            if held or self.budget.short(time.time(), len(self.spool.pending)):
+            # An uncertain head may be stored already: it is settled (and posted) as it is, never
+            # merged, or its text would go again inside the merge.
+            short = held or self.budget.short(time.time(), len(self.spool.pending))
+            if short and not self._uncertain:
                 head = self._merge(*head)
             if await self._post(*head):
                 failures, held = 0, False
