@@ -207,7 +207,8 @@ def _present(target: str) -> bool:
     return hasattr(owner, name) or (isinstance(owner, type) and name in _assigned(owner))
 
 
-def _assigned(cls: type) -> set[str]:
+@functools.cache
+def _assigned(cls: type) -> frozenset[str]:
     """Attribute names the code of `cls` and its bases assigns (aiortc's own, not our patches)."""
     names: set[str] = set()
     for klass in cls.__mro__:
@@ -216,7 +217,7 @@ def _assigned(cls: type) -> set[str]:
             code = getattr(func, "__code__", None)
             if isinstance(code, CodeType):
                 names |= _stores(code)
-    return names
+    return frozenset(names)
 
 
 def _stores(code: CodeType) -> set[str]:

@@ -627,7 +627,7 @@ def _load(args: argparse.Namespace) -> int:
         raise UsageError("--tokens, --host-token and --ca-file go with --url (a real deployment)")
     try:
         result = run_load(config, target=target, workers=args.workers, ray=args.ray)
-    except (RayMissing, ValueError) as e:
+    except RayMissing as e:
         raise UsageError(str(e)) from None
     print(table(result.summary), file=sys.stderr if args.json else sys.stdout)
     if args.report:
@@ -675,12 +675,12 @@ def _transcribe(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     left = _run_async(run_transcriber(options))
-    if left:
+    if left:  # kept safe, but not delivered: a run that says nothing would read as done
         print(
             f"connvo-agent transcribe: {left} chunks left in the spool for the next start",
             file=sys.stderr,
         )
-    return 0
+    return 1 if left else 0
 
 
 def _run_async(coro: Any) -> Any:
@@ -736,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConnvoError as e:
         return _fail(args, _explain(args, e), getattr(e, "exit_code", 2))
     except OSError as e:  # a file or socket of this machine, mid-run: a disk full, a lost mount
-        return _fail(args, str(e))
+        return _fail(args, str(e), 1)
     except KeyboardInterrupt:
         return 130
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,4 +227,7 @@ async def run_recorder(options: RecordOptions) -> int:
     print(f"{len(files)} files, manifest {options.out / manifest.NAME}", flush=True)
     if room.replaced:
         raise Replaced()
-    return 0
+    short = [f["file"] for f in files if any(f["dropped"].values())]
+    if short:  # the encoder fell behind: said here, not only in the manifest
+        print(f"connvo-agent record: frames dropped in {', '.join(short)}", file=sys.stderr)
+    return 1 if short else 0
