@@ -7,11 +7,13 @@ dev backend to validate what it is sent and what it answers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
 from signaling import models as m
+
+Kind = Literal["query", "mutation", "action"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class Function:
     result: Any
     retry_safe: bool
     """True when running the call twice has the effect of running it once."""
+    kind: Kind = "mutation"
+    """As the deployment declares it: only queries can be subscribed to (the sync protocol)."""
 
     @property
     def name(self) -> str:
@@ -50,7 +54,9 @@ _Q = "meetings/queries/"
 _T = "transcripts/ingestion/"
 
 # Callers name these objects, never a path: a typo is an AttributeError at import.
-INITIALIZE_WEBRTC_ROOM = Function(_W + "initializeWebRTCRoom", m.InitializeRoomArgs, m.Room, True)
+INITIALIZE_WEBRTC_ROOM = Function(
+    _W + "initializeWebRTCRoom", m.InitializeRoomArgs, m.Room, True, kind="action"
+)
 CREATE_WEBRTC_SESSION = Function(
     _W + "createWebRTCSession", m.SessionArgs, m.CreateSessionResult, True
 )
@@ -58,19 +64,27 @@ EXCHANGE_SESSION_DESCRIPTION = Function(
     _W + "exchangeSessionDescription", m.ExchangeDescriptionArgs, None, False
 )
 EXCHANGE_ICE_CANDIDATE = Function(_W + "exchangeICECandidate", m.ExchangeCandidateArgs, None, False)
-GET_PENDING_SIGNALS = Function(_W + "getPendingSignals", m.PendingSignalsArgs, list[m.Signal], True)
+GET_PENDING_SIGNALS = Function(
+    _W + "getPendingSignals", m.PendingSignalsArgs, list[m.Signal], True, kind="query"
+)
 MARK_SIGNALS_PROCESSED = Function(_W + "markSignalsProcessed", m.MarkProcessedArgs, None, True)
-GET_ACTIVE_SESSIONS = Function(_W + "getActiveSessions", m.MeetingArgs, list[m.ActiveSession], True)
+GET_ACTIVE_SESSIONS = Function(
+    _W + "getActiveSessions", m.MeetingArgs, list[m.ActiveSession], True, kind="query"
+)
 UPDATE_SESSION_STATE = Function(_W + "updateSessionState", m.UpdateSessionStateArgs, None, True)
 CLOSE_SESSION = Function(_W + "closeSession", m.SessionArgs, None, True)
 HANDLE_CONNECTION_FAILURE = Function(
-    _W + "handleConnectionFailure", m.ConnectionFailureArgs, m.ConnectionFailureResult, False
+    _W + "handleConnectionFailure",
+    m.ConnectionFailureArgs,
+    m.ConnectionFailureResult,
+    False,
+    kind="action",
 )
 MONITOR_CONNECTION_QUALITY = Function(
-    _W + "monitorConnectionQuality", m.QualityArgs, m.QualityResult, True
+    _W + "monitorConnectionQuality", m.QualityArgs, m.QualityResult, True, kind="action"
 )
 GENERATE_PARTICIPANT_ACCESS_TOKEN = Function(
-    _W + "generateParticipantAccessToken", m.AccessTokenArgs, m.AccessToken, True
+    _W + "generateParticipantAccessToken", m.AccessTokenArgs, m.AccessToken, True, kind="action"
 )
 CREATE_MEETING = Function(_L + "createMeeting", m.CreateMeetingArgs, m.CreateMeetingResult, False)
 ADD_PARTICIPANT = Function(
@@ -81,18 +95,20 @@ END_MEETING = Function(_L + "endMeeting", m.MeetingArgs, m.EndMeetingResult, Fal
 JOIN_MEETING = Function(_L + "joinMeeting", m.MeetingArgs, m.JoinMeetingResult, True)
 LEAVE_MEETING = Function(_L + "leaveMeeting", m.MeetingArgs, m.Success, True)
 GET_MEETING_CONNECTION_INFO = Function(
-    _L + "getMeetingConnectionInfo", m.MeetingArgs, m.MeetingConnectionInfo, True
+    _L + "getMeetingConnectionInfo", m.MeetingArgs, m.MeetingConnectionInfo, True, kind="query"
 )
-GET_MEETING = Function(_Q + "getMeeting", m.MeetingArgs, m.Meeting | None, True)
+GET_MEETING = Function(_Q + "getMeeting", m.MeetingArgs, m.Meeting | None, True, kind="query")
 LIST_MEETING_PARTICIPANTS = Function(
-    _Q + "listMeetingParticipants", m.MeetingArgs, list[m.MeetingParticipant], True
+    _Q + "listMeetingParticipants", m.MeetingArgs, list[m.MeetingParticipant], True, kind="query"
 )
-GET_CURRENT_USER = Function("users/queries/getCurrentUser", EmptyArgs, m.User | None, True)
+GET_CURRENT_USER = Function(
+    "users/queries/getCurrentUser", EmptyArgs, m.User | None, True, kind="query"
+)
 INGEST_TRANSCRIPT_CHUNK = Function(
     _T + "ingestTranscriptChunk", m.TranscriptChunkArgs, m.IngestResult, False
 )
 GET_TRANSCRIPT_CHUNKS = Function(
-    _T + "getTranscriptChunks", m.TranscriptChunksArgs, list[m.TranscriptChunk], True
+    _T + "getTranscriptChunks", m.TranscriptChunksArgs, list[m.TranscriptChunk], True, kind="query"
 )
 
 FUNCTIONS: dict[str, Function] = {

@@ -26,8 +26,11 @@ from signaling.devserver.auth import InvalidToken, load_secret, verify
 from signaling.devserver.convex_error import ConvexError
 from signaling.devserver.guards import Ctx
 from signaling.devserver.handlers import ENDPOINTS, Endpoint
+from signaling.devserver.outcome import BadAnswer, Outcome, server_error
 from signaling.devserver.settings import Settings
-from signaling.devserver.store import Store, is_id
+from signaling.devserver.store import Read, Store, is_id
+from signaling.devserver.sync import Hub, sync_routes
+from signaling.functions import Kind
 
 log = logging.getLogger("connvo.devserver")
 
@@ -42,13 +45,9 @@ ID_FIELDS = {
 """Args that Convex declares as v.id(table): a value of another shape fails validation."""
 
 
-class BadAnswer(Exception):
-    """The dev backend produced a value outside its function's result shape."""
-
-
 def create_app(settings: Settings) -> Starlette:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    backend = _Backend(settings, Store(settings.database), load_secret(settings.data_dir))
+    backend = Backend(settings, Store(settings.database), load_secret(settings.data_dir))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -58,14 +57,18 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/api/run/{path:path}", backend.run, methods=["POST"]),
         Route("/version", backend.version, methods=["GET"]),
+        *sync_routes(backend),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-class _Backend:
+class Backend:
+    """Runs functions for both transports: HTTP (`/api/run`) and the sync protocol."""
+
     def __init__(self, settings: Settings, store: Store, secret: bytes) -> None:
         self.settings = settings
         self.store = store
+        self.hub = Hub()
         self._secret = secret
 
     async def version(self, request: Request) -> JSONResponse:
@@ -74,50 +77,87 @@ class _Backend:
     async def run(self, request: Request) -> JSONResponse:
         path = request.path_params["path"]
         try:
-            endpoint = ENDPOINTS.get(path)
-            if endpoint is None:
-                raise ConvexError(
-                    "NOT_FOUND", f"Could not find public function for '{path}'", 404, {"path": path}
-                )
             raw_args = _args_of(await request.body())
-            subject = self._subject(request.headers.get("authorization"))
-            args = _validate_args(endpoint, raw_args)
-            value = await run_in_threadpool(self._execute, endpoint, args, subject)
+            subject = self.subject(request.headers.get("authorization"))
         except ConvexError as e:
             return _error(400, e.message, e.data)
-        except BadAnswer as e:
-            log.error("%s", e)
-            return _error(500, f"Server Error: {e}")
-        except Exception as e:
-            log.exception("%s failed", path)
-            return _error(500, f"Server Error: {type(e).__name__} in {path}")
-        return JSONResponse({"status": "success", "value": value})
+        outcome = await self.call(path, raw_args, subject)
+        if isinstance(outcome.error, ConvexError):
+            return _error(400, outcome.error.message, outcome.error.data)
+        if outcome.error is not None:
+            return _error(500, server_error(path, outcome.error))
+        return JSONResponse({"status": "success", "value": outcome.value})
 
-    def _subject(self, header: str | None) -> str | None:
+    async def call(
+        self, path: str, raw_args: Any, subject: str | None, kind: Kind | None = None
+    ) -> Outcome:
+        """Runs `path` as one transaction and tells the sync hub what it wrote. `kind` is how
+        the caller asked for it; the sync protocol refuses a mutation run as a query."""
+        try:
+            endpoint = _endpoint(path, kind)
+            args = _validate_args(endpoint, raw_args)
+        except ConvexError as e:
+            return Outcome(error=e)
+        outcome = await run_in_threadpool(self.execute, endpoint, args, subject)
+        if outcome.writes:
+            self.hub.publish(outcome.writes)
+        return outcome
+
+    def subject(self, header: str | None) -> str | None:
         """The verified token's subject; None without an Authorization header."""
         if header is None:
             return None
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise err.unauthorized("Invalid authentication token: not a bearer token")
+        return self.verify(token.strip())
+
+    def verify(self, token: str) -> str:
         try:
-            return verify(token.strip(), self._secret)
+            return verify(token, self._secret)
         except InvalidToken as e:
             raise err.unauthorized(f"Invalid authentication token: {e}") from None
 
-    def _execute(self, endpoint: Endpoint, args: BaseModel, subject: str | None) -> Any:
-        """Runs one function as one transaction; a bad answer rolls it back."""
-        with self.store.transaction() as tx:
-            value = endpoint.handler(Ctx(tx, self.settings, subject), args)
-            try:
-                checked = endpoint.result.validate_python(value)
-            except ValidationError as e:
-                raise BadAnswer(
-                    f"dev backend answer of {endpoint.path} does not match its result shape: {e}"
-                ) from None
-            return endpoint.result.dump_python(
-                checked, mode="json", by_alias=True, exclude_none=True
-            )
+    def execute(self, endpoint: Endpoint, args: BaseModel, subject: str | None) -> Outcome:
+        """Runs one function as one transaction; an error or a bad answer rolls it back."""
+        reads: list[Read] = []
+        try:
+            with self.store.transaction() as tx:
+                reads = tx.reads
+                value = endpoint.handler(Ctx(tx, self.settings, subject), args)
+                return Outcome(_checked(endpoint, value), None, tx.reads, tx.writes)
+        except ConvexError as e:
+            return Outcome(error=e, reads=reads)
+        except BadAnswer as e:
+            log.error("%s", e)
+            return Outcome(error=e, reads=reads)
+        except Exception as e:
+            log.exception("%s failed", endpoint.path)
+            return Outcome(error=e, reads=reads)
+
+
+def _endpoint(path: str, kind: Kind | None) -> Endpoint:
+    endpoint = ENDPOINTS.get(path)
+    if endpoint is None:
+        raise ConvexError(
+            "NOT_FOUND", f"Could not find public function for '{path}'", 404, {"path": path}
+        )
+    if kind is not None and endpoint.kind != kind:
+        raise err.validation(
+            f"Trying to execute {path} as {kind.title()}, but it is defined as "
+            f"{endpoint.kind.title()}."
+        )
+    return endpoint
+
+
+def _checked(endpoint: Endpoint, value: Any) -> Any:
+    try:
+        checked = endpoint.result.validate_python(value)
+    except ValidationError as e:
+        raise BadAnswer(
+            f"dev backend answer of {endpoint.path} does not match its result shape: {e}"
+        ) from None
+    return endpoint.result.dump_python(checked, mode="json", by_alias=True, exclude_none=True)
 
 
 def _error(status: int, message: str, data: dict[str, Any] | None = None) -> JSONResponse:

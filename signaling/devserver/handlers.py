@@ -14,7 +14,7 @@ from pydantic import BaseModel, TypeAdapter
 from signaling import functions as fn
 from signaling.devserver import dev, meetings, rooms, signals, transcripts
 from signaling.devserver.guards import Ctx
-from signaling.functions import FUNCTIONS, Function
+from signaling.functions import FUNCTIONS, Function, Kind
 
 Handler = Callable[[Ctx, Any], Any]
 
@@ -52,6 +52,7 @@ class Endpoint:
     args: type[BaseModel]
     result: TypeAdapter[Any]
     handler: Handler
+    kind: Kind
 
 
 def _endpoints() -> dict[str, Endpoint]:
@@ -59,7 +60,7 @@ def _endpoints() -> dict[str, Endpoint]:
     if missing:
         raise RuntimeError(f"no dev implementation of: {sorted(f.path for f in missing)}")
     table = {
-        f.path: Endpoint(f.path, f.args, f.result_adapter, handler)
+        f.path: Endpoint(f.path, f.args, f.result_adapter, handler, f.kind)
         for f, handler in IMPLEMENTATIONS.items()
     }
     table["dev/configureRoom"] = Endpoint(
@@ -67,6 +68,7 @@ def _endpoints() -> dict[str, Endpoint]:
         dev.ConfigureRoomArgs,
         TypeAdapter(dev.ConfigureRoomResult),
         dev.configure_room,
+        "mutation",
     )
     return table
 

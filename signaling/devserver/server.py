@@ -40,6 +40,7 @@ async def _serve(settings: Settings) -> None:
         log_level="info" if settings.access_log else "warning",
         access_log=settings.access_log,
         lifespan="on",
+        ws="websockets-sansio",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,9 @@ class Store:
     def transaction(self) -> Iterator[Tx]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            tx = Tx(self._db)
             try:
-                yield Tx(self._db)
+                yield tx
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -104,12 +106,42 @@ class Store:
             self._db.close()
 
 
+@dataclass(frozen=True)
+class Read:
+    """What one lookup depended on: the documents of `table` whose fields equal `where`."""
+
+    table: str
+    where: tuple[tuple[str, Any], ...]
+
+    def matches(self, table: str, doc: Doc) -> bool:
+        return table == self.table and all(_equals(doc.get(k), v) for k, v in self.where)
+
+
+@dataclass(frozen=True)
+class Write:
+    """One document as it was before a write (None: inserted) and after it."""
+
+    table: str
+    before: Doc | None
+    after: Doc
+
+
 class Tx:
     """Reads and writes inside one transaction. Patching a field to None removes it, as
-    patching to `undefined` does in Convex."""
+    patching to `undefined` does in Convex. Every lookup is kept in `reads` and every write in
+    `writes`, so the sync protocol knows which subscribed queries a mutation changed."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self.reads: list[Read] = []
+        self.writes: list[Write] = []
+
+    def _read(self, table: str, where: dict[str, Any]) -> None:
+        frozen = tuple(
+            (k, frozenset(v) if isinstance(v, list | tuple | set | frozenset) else v)
+            for k, v in where.items()
+        )
+        self.reads.append(Read(table, frozen))
 
     def insert(self, table: str, fields: Doc) -> str:
         doc = {"_id": new_id(table), "_creationTime": time.time() * 1000}
@@ -121,9 +153,11 @@ class Tx:
             f'INSERT INTO "{table}" (id, doc{names}) VALUES (?, ?{marks})',
             [doc["_id"], json.dumps(doc), *(doc.get(c) for c in cols)],
         )
+        self.writes.append(Write(table, None, doc))
         return doc["_id"]
 
     def get(self, table: str, doc_id: str) -> Doc | None:
+        self._read(table, {"_id": doc_id})
         row = self._db.execute(f'SELECT doc FROM "{table}" WHERE id = ?', [doc_id]).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -131,6 +165,7 @@ class Tx:
         doc = self.get(table, doc_id)
         if doc is None:
             raise KeyError(f"{table} has no document {doc_id}")
+        before = dict(doc)
         for key, value in fields.items():
             if value is None:
                 doc.pop(key, None)
@@ -142,12 +177,14 @@ class Tx:
             f'UPDATE "{table}" SET doc = ?{sets} WHERE id = ?',
             [json.dumps(doc), *(doc.get(c) for c in cols), doc_id],
         )
+        self.writes.append(Write(table, before, doc))
         return doc
 
     def find(
         self, table: str, *, limit: int | None = None, newest_first: bool = False, **where: Any
     ) -> list[Doc]:
         """Documents whose fields equal `where` (a list/tuple/set value means any of them)."""
+        self._read(table, where)
         clauses, params = _where(where)
         sql = f'SELECT doc FROM "{table}"{clauses} ORDER BY ord {"DESC" if newest_first else ""}'
         if limit is not None:
@@ -164,8 +201,15 @@ class Tx:
         return found[0] if found else None
 
     def count(self, table: str, **where: Any) -> int:
+        self._read(table, where)
         clauses, params = _where(where)
         return self._db.execute(f'SELECT count(*) FROM "{table}"{clauses}', params).fetchone()[0]
+
+
+def _equals(value: Any, wanted: Any) -> bool:
+    if isinstance(wanted, frozenset):
+        return value in wanted
+    return value == wanted
 
 
 def _where(where: dict[str, Any]) -> tuple[str, list[Any]]:
