@@ -87,6 +87,7 @@ async def run_bot(options: BotOptions) -> int:
             "chat_sent": chat["sent"],
             "chat_received": chat["received"],
             "chat_dropped": sum(p.chat_dropped for p in room.peers.values()),
+            "signals": room.signals,
             "signal_polls": room.signal_polls,
             "audio_frames_received": sum(t.frames_received for t in tracks if t.kind == "audio"),
             "video_frames_received": sum(t.frames_received for t in tracks if t.kind == "video"),

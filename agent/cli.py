@@ -457,8 +457,20 @@ def _target(args: argparse.Namespace) -> JoinTarget:
         token=token,
         meeting_id=args.meeting,
         ice=IceOptions(addresses=addresses, policy=args.ice_policy),
-        settings=RoomSettings(poll=PollSettings(args.poll_fast, args.poll_idle)),
+        settings=RoomSettings(
+            signals=args.signals, poll=PollSettings(args.poll_fast, args.poll_idle)
+        ),
         ca_file=args.ca_file,
+    )
+
+
+def _signals_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--signals",
+        choices=["push", "poll"],
+        default="push",
+        help="push (default): subscribe to signals over Convex's sync protocol where the"
+        " deployment speaks it, else poll; poll: never open a socket",
     )
 
 
@@ -471,6 +483,7 @@ def _ice_options(p: argparse.ArgumentParser) -> None:
         help="gather ICE candidates only from this local address (repeatable), e.g. 127.0.0.1",
     )
     p.add_argument("--ice-policy", choices=["all", "relay"], default="all")
+    _signals_option(p)
     p.add_argument(
         "--poll-fast",
         type=_seconds(),
@@ -585,6 +598,7 @@ def _load_command(sub: Subparsers) -> None:
     p.add_argument(
         "--tokens", type=_token_file, metavar="FILE", help="with --url: a token per line"
     )
+    _signals_option(p)
     p.add_argument("--poll-fast", type=_seconds(), default=0.25, metavar="S")
     p.add_argument("--poll-idle", type=_seconds(), default=2.0, metavar="S")
     p.set_defaults(run=_load)
@@ -609,6 +623,7 @@ def _load(args: argparse.Namespace) -> int:
         fps=args.fps,
         chat=not args.no_chat,
         join_timeout=args.join_timeout,
+        signals=args.signals,
         poll_fast=args.poll_fast,
         poll_idle=args.poll_idle,
     )

@@ -1,8 +1,12 @@
 """The signal pump: reads this user's pending signals, hands them over in order, marks them.
 
-Every poll is a billed function call on the real service, so the pump polls at `fast` while a
-negotiation is in flight (or signals just arrived) and backs off towards `idle` otherwise.
-`nudge()` wakes it at once, e.g. right after an offer went out.
+Pushed when it can: given a live subscription to getPendingSignals (`signaling.sync`), it
+handles each result the deployment pushes and makes no read calls at all. Polled otherwise (a
+deployment without the sync protocol, or while the socket is down): every poll is a billed
+function call on the real service, so it polls at `fast` while a negotiation is in flight (or
+signals just arrived) and backs off towards `idle`. `nudge()` wakes it at once, e.g. right after
+an offer went out. Either way a signal is handled once: ids are remembered, and marked processed
+once handled.
 """
 
 from __future__ import annotations
@@ -10,17 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError
 from signaling.models import Signal
+from signaling.sync import Subscription
 
 log = logging.getLogger(__name__)
 
 PAGE = 50  # the backend returns at most 50 signals per call
+REMEMBER = 4096
 
 
 @dataclass(frozen=True)
@@ -37,17 +43,20 @@ class SignalPump:
         handle: Callable[[Signal], Awaitable[None]],
         busy: Callable[[], bool],
         settings: PollSettings,
+        pushed: Subscription | None = None,
     ) -> None:
         self._api = api
         self._meeting_id = meeting_id
         self._handle = handle
         self._busy = busy
         self._settings = settings
+        self._pushed = pushed
         self._wake = asyncio.Event()
-        self._seen: set[str] = set()
-        self._seen_order: deque[str] = deque()
+        self._seen: OrderedDict[str, bool] = OrderedDict()  # id -> marked processed
         self.polls = 0
         """getPendingSignals calls so far: each is a billed function call on Convex."""
+        self.pushes = 0
+        """Pushed results of getPendingSignals handled so far (no call each)."""
         self.failing = False
         """The last read failed (after the client's own retries): the backend is out of reach."""
 
@@ -57,8 +66,10 @@ class SignalPump:
     async def run(self) -> None:
         delay = self._settings.fast
         while True:
+            self._wake.clear()
+            pushed = self._pushed is not None and self._pushed.live
             try:
-                count = await self.poll_once()
+                count = await (self._take_pushed() if pushed else self.poll_once())
                 if self.failing:
                     log.warning("reading signals works again")
                 self.failing = False
@@ -67,13 +78,15 @@ class SignalPump:
                 level = logging.DEBUG if self.failing else logging.WARNING
                 log.log(level, "reading signals failed: %s", e)
                 self.failing, count = True, 0
+            if pushed and not self.failing:
+                await self._wake.wait()  # the next result, or the socket went down
+                continue
             if count >= PAGE:
                 continue
             if count or self._busy():
                 delay = self._settings.fast
             else:
                 delay = min(self._settings.idle, delay * 2)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):  # wait_for (3.11) can swallow a cancel
                     await self._wake.wait()
@@ -81,8 +94,19 @@ class SignalPump:
     async def poll_once(self) -> int:
         """Handle one page of signals; answers how many came back."""
         self.polls += 1
-        signals = await self._api.pending_signals(self._meeting_id)
-        done: list[str] = []
+        return await self._take(await self._api.pending_signals(self._meeting_id))
+
+    async def _take_pushed(self) -> int:
+        assert self._pushed is not None
+        if self._pushed.error is not None:
+            raise self._pushed.error
+        self.pushes += 1
+        return await self._take(self._pushed.value)
+
+    async def _take(self, signals: list[Signal]) -> int:
+        """Hands over the signals not seen before, in order, then marks what is not marked yet
+        (a failed mark is retried with the next page: the signal comes back until marked)."""
+        unmarked: list[str] = []
         for signal in signals:
             if signal.id not in self._seen:
                 self._remember(signal.id)
@@ -90,13 +114,16 @@ class SignalPump:
                     await self._handle(signal)
                 except Exception as e:  # one bad signal must not stop the meeting
                     log.warning("signal %s from %s rejected: %s", signal.id, signal.fromUserId, e)
-            done.append(signal.id)
-        if done:
-            await self._api.mark_processed(done)
+            if not self._seen.get(signal.id, True):
+                unmarked.append(signal.id)
+        if unmarked:
+            await self._api.mark_processed(unmarked)
+            for signal_id in unmarked:
+                if signal_id in self._seen:
+                    self._seen[signal_id] = True
         return len(signals)
 
     def _remember(self, signal_id: str) -> None:
-        self._seen.add(signal_id)
-        self._seen_order.append(signal_id)
-        if len(self._seen_order) > 4096:
-            self._seen.discard(self._seen_order.popleft())
+        self._seen[signal_id] = False
+        if len(self._seen) > REMEMBER:
+            self._seen.popitem(last=False)

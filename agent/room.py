@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from agent import aiortc_patches, quality
 from agent.chat import new_chat
@@ -37,15 +37,23 @@ from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError, InvalidArgs, MeetingNotActive
 from signaling.models import ActiveSession
 from signaling.models import Room as RoomConfig
+from signaling.sync import Subscription, SyncClient
 
 log = logging.getLogger(__name__)
 
 
+Signals = Literal["push", "poll"]
+
+
 @dataclass(frozen=True)
 class RoomSettings:
+    signals: Signals = "push"
+    """push: subscribe to signals and sessions over the sync protocol where the deployment
+    speaks it (else, and while its socket is down, poll); poll: never open a socket."""
     poll: PollSettings = field(default_factory=PollSettings)
     discovery_interval: float = 5.0
-    """How often the session list is read again, to find peers and notice who left."""
+    """While nothing is pushed: how often the session list is read again, to find peers and
+    notice who left."""
     answer_timeout: float = 10.0
     """An offer unanswered this long is a stale session: dropped, the join goes on."""
     quality_interval: float = 5.0
@@ -76,6 +84,7 @@ class JoinTarget:
             ice=self.ice,
             settings=self.settings,
             api=ConnvoAPI(self.url, self.token, ca_file=self.ca_file),
+            ca_file=self.ca_file,
         )
 
 
@@ -90,9 +99,11 @@ class Room:
         ice: IceOptions | None = None,
         settings: RoomSettings | None = None,
         api: ConnvoAPI | None = None,
+        ca_file: str | None = None,
     ) -> None:
         aiortc_patches.install()  # before any RTCPeerConnection: loopback ICE, counting, lean RTP
-        self.api = api or ConnvoAPI(url, token)
+        self.api = api or ConnvoAPI(url, token, ca_file=ca_file)
+        self._url, self._token, self._ca_file = url, token, ca_file
         self.meeting_id = meeting_id
         self.session_id = uuid.uuid4().hex
         self.request = request or JoinRequest()
@@ -103,6 +114,10 @@ class Room:
         self._plan: Plan | None = None
         self._mesh: Mesh | None = None
         self._pump: SignalPump | None = None
+        self._sync: SyncClient | None = None
+        self._pushed_signals: Subscription | None = None
+        self._pushed_sessions: Subscription | None = None
+        self._sessions_changed = asyncio.Event()
         self._events = EventBus()
         self._timeline: dict[str, float] = {}
         self._join_started: float | None = None
@@ -187,6 +202,16 @@ class Room:
         return self._pump.polls if self._pump is not None else 0
 
     @property
+    def signals_pushed(self) -> int:
+        """Pushed getPendingSignals results handled so far: no function call each."""
+        return self._pump.pushes if self._pump is not None else 0
+
+    @property
+    def signals(self) -> Signals:
+        """How signals reach this room now: pushed over a live socket, or polled."""
+        return "push" if self._sync is not None and self._sync.live else "poll"
+
+    @property
     def backend_lost(self) -> bool:
         """Signals cannot be read right now: the deployment is out of reach (a dead network, a
         server that went away). Connections may still carry media, but nobody new can join."""
@@ -235,8 +260,10 @@ class Room:
     async def _join(self) -> None:
         self._join_started = time.monotonic()
         api, meeting = self.api, self.meeting_id
-        room, me = await asyncio.gather(
-            api.initialize_room(meeting, self.settings.max_participants), api.current_user()
+        room, me, _ = await asyncio.gather(
+            api.initialize_room(meeting, self.settings.max_participants),
+            api.current_user(),
+            self._subscribe(),
         )
         assert me is not None, "an authenticated caller always has a user document"
         self._mark("room_initialized")
@@ -270,11 +297,33 @@ class Room:
             api, meeting, self.session_id, local, hooks, dead_after=self.settings.dead_after
         )
         self._mesh = mesh
-        self._pump = SignalPump(api, meeting, mesh.on_signal, self._busy, self.settings.poll)
+        self._pump = SignalPump(
+            api, meeting, mesh.on_signal, self._busy, self.settings.poll, self._pushed_signals
+        )
         self._background.spawn(self._pump.run())
         await mesh.discover(sessions)
-        self._background.every(self.settings.discovery_interval, self._rediscover)
+        self._background.spawn(self._discovery(mesh))
         self._background.every(self.settings.quality_interval, mesh.check_health)
+
+    async def _subscribe(self) -> None:
+        """Opens the sync socket and subscribes to this user's signals and the session list,
+        unless told to poll; a deployment without the sync protocol is polled instead."""
+        if self.settings.signals == "poll":
+            return
+        self._sync = SyncClient(self._url, self._token, ca_file=self._ca_file)
+        args = {"meetingId": self.meeting_id}
+        try:
+            await self._sync.connect()
+            self._pushed_signals = await self._sync.subscribe(
+                fn.GET_PENDING_SIGNALS, args, self._nudge
+            )
+            self._pushed_sessions = await self._sync.subscribe(
+                fn.GET_ACTIVE_SESSIONS, args, self._sessions_changed.set
+            )
+        except ConnvoError as e:
+            log.info("signals are polled: %s", e)
+            await self._sync.close()
+            self._sync = self._pushed_signals = self._pushed_sessions = None
 
     async def _join_meeting(self) -> None:
         """The real joinMeeting refuses an inactive meeting as VALIDATION_ERROR; say it plainly."""
@@ -294,9 +343,23 @@ class Room:
         if len(others) + 1 > limit:
             raise MeetingFull(self.meeting_id, len(others), limit)
 
-    async def _rediscover(self) -> None:
-        assert self._mesh is not None
-        await self._mesh.discover(await self.api.active_sessions(self.meeting_id))
+    async def _discovery(self, mesh: Mesh) -> None:
+        """Meets the session list again each time it is pushed; while nothing is pushed, reads
+        it every discovery_interval."""
+        while True:
+            self._sessions_changed.clear()
+            pushed = self._pushed_sessions
+            try:
+                if pushed is not None and pushed.live and pushed.error is None:
+                    await mesh.discover(pushed.value)
+                    await self._sessions_changed.wait()
+                    continue
+                await mesh.discover(await self.api.active_sessions(self.meeting_id))
+            except ConnvoError as e:
+                log.warning("%s", e)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.discovery_interval):
+                    await self._sessions_changed.wait()
 
     def _busy(self) -> bool:
         """Poll fast while negotiating, and while joining: offers are about to arrive."""
@@ -336,6 +399,8 @@ class Room:
 
     async def _leave(self) -> None:
         await self._background.cancel()
+        if self._sync is not None:
+            await self._sync.close()
         if self._mesh is not None:
             await self._mesh.close()
         self.request.outgoing.stop()

@@ -232,11 +232,7 @@ class ConvexClient:
     async def call(self, fn: Function, args: BaseModel | dict[str, Any]) -> Any:
         """Validate args, run the function, validate and parse the answer."""
         payload = _dump_args(fn, args)
-        value = await self.run(fn.path, payload, retry_safe=fn.retry_safe)
-        try:
-            return fn.result_adapter.validate_python(value)
-        except ValidationError as e:
-            raise SchemaError(fn.path, _field_path(e), _problem(e), direction="answer") from None
+        return parse_answer(fn, await self.run(fn.path, payload, retry_safe=fn.retry_safe))
 
     async def run(self, path: str, args: dict[str, Any], *, retry_safe: bool = False) -> Any:
         """Run any function path with raw args; answers the unwrapped `value`."""
@@ -266,6 +262,14 @@ class ConvexClient:
         return _unwrap(path, answer)
 
 
+def parse_answer(fn: Function, value: Any) -> Any:
+    """`value` parsed with the function's result shape, or SchemaError naming the field."""
+    try:
+        return fn.result_adapter.validate_python(value)
+    except ValidationError as e:
+        raise SchemaError(fn.path, _field_path(e), _problem(e), direction="answer") from None
+
+
 def _dump_args(fn: Function, args: BaseModel | dict[str, Any]) -> dict[str, Any]:
     try:
         model = args if isinstance(args, fn.args) else fn.args.model_validate(args)
@@ -285,7 +289,7 @@ def _unwrap(path: str, answer: Answer) -> Any:
     status = fields.get("status")
     if status == "success" and answer.status == 200:
         return fields.get("value")
-    error = _error_from(path, fields) if status == "error" else None
+    error = error_from(path, fields) if status == "error" else None
     if isinstance(error, ApplicationError):
         raise error
     if answer.status == 401:
@@ -301,7 +305,9 @@ def _unwrap(path: str, answer: Answer) -> Any:
     )
 
 
-def _error_from(path: str, body: dict[str, Any]) -> ApplicationError | TransportError:
+def error_from(path: str, body: dict[str, Any]) -> ApplicationError | TransportError:
+    """The typed error of a failure carrying `errorMessage` and maybe `errorData` (an HTTP
+    answer, or a failed query pushed over the sync protocol)."""
     data = body.get("errorData")
     message = str(body.get("errorMessage") or "")
     if isinstance(data, dict) and isinstance(data.get("code"), str):

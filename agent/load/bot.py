@@ -66,11 +66,13 @@ class LoadBot:
             ),
             ice=_ice(config, spec.index),
             settings=RoomSettings(
+                signals=config.signals,
                 poll=PollSettings(config.poll_fast, config.poll_idle),
                 discovery_interval=config.discovery_interval,
                 quality_interval=config.quality_interval,
             ),
             api=ConnvoAPI(plan.url, spec.token, http=http),
+            ca_file=plan.ca_file,
         )
         self._ice_failed = False
         self._chat_from: set[str] = set()
@@ -174,6 +176,7 @@ class LoadBot:
         record, room = self.record, self.room
         record.peers_connected = max(record.peers_connected, len(room.connected_peers()))
         record.chat_received = len(self._chat_from)
+        record.signals, record.signal_polls = room.signals, room.signal_polls
         record.quality = {user: q.as_stats() for user, q in room.quality.items()}
         if room.received is not None:
             for kind, count in room.received.kinds.items():

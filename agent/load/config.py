@@ -7,7 +7,7 @@ actors as it is.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 MEDIA = {"none": (), "audio": ("audio",), "video": ("video",), "av": ("audio", "video")}
 
@@ -31,6 +31,8 @@ class LoadConfig:
     decode: bool = False
     """Decode remote media; False counts it (see agent.media.counting)."""
     quality_interval: float = 2.0
+    signals: Literal["push", "poll"] = "push"
+    """Each bot keeps one sync socket where the deployment speaks the protocol (RoomSettings)."""
     poll_fast: float = 0.25
     """Slower than a lone bot (0.05): hundreds of bots polling fast would be the backend's load."""
     poll_idle: float = 2.0

@@ -52,6 +52,10 @@ class BotRecord:
     video_frames: int = 0
     video_bytes: int = 0
     left_at: float | None = None
+    signals: str = ""
+    """How signals reached the bot at the end: "push" (its sync socket) or "poll"."""
+    signal_polls: int = 0
+    """getPendingSignals calls: billed function calls, none while pushed."""
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per remote user: bitrate (bits/s), packetLoss (%), latency (RTT ms), jitter (ms)."""
 
@@ -148,6 +152,11 @@ def summarize(records: list[BotRecord], usage: list[Usage], config: dict[str, An
         "media": {
             name: distribution([q[name] for q in qualities if name in q])
             for name in ("bitrate", "packetLoss", "latency", "jitter")
+        },
+        "signals": {
+            "pushed_bots": sum(r.signals == "push" for r in records),
+            "polled_bots": sum(r.signals == "poll" for r in records),
+            "polls": sum(r.signal_polls for r in records),
         },
         "load_generator": _load(usage),
         "config": config,
