@@ -1,9 +1,15 @@
-"""A real HTTP relay in front of the dev backend: it records every function call that passes and
-can fail chosen functions with a Convex application error (which the client never retries), as
-a deployment whose mutation fails would.
+"""Real relays in front of the dev backend.
+
+`Relay` speaks HTTP only, as a deployment (or a proxy) without the sync protocol: it records
+every function call that passes, can fail chosen functions with a Convex application error
+(which the client never retries), as a deployment whose mutation fails would, and answers 404 to
+anything else, the WebSocket upgrade included.
 
     async with Relay(backend.url, fail={"markSignalsProcessed": 2}) as relay:
         api = ConnvoAPI(relay.url, token)
+
+`Cutter` pipes bytes, WebSockets included, and can cut every connection at once and refuse new
+ones for a while: a network that drops.
 """
 
 from __future__ import annotations
@@ -11,9 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
+
+from signaling.client import Answer, shared_http
 
 INJECTED = b'{"status":"error","errorMessage":"injected failure"}'
 
@@ -49,6 +59,9 @@ class Relay:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
                 method, path, headers, body = await _read_request(reader)
+                if not path.startswith("/api/run/"):
+                    await _respond(writer, 404, b'{"error":"only /api/run here"}')
+                    continue
                 function = path.rsplit("/", 1)[-1]
                 args = json.loads(body or b"{}").get("args", {})
                 if self._fail.get(function, 0) > 0:
@@ -84,3 +97,66 @@ async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes) -> No
     )
     writer.write(head.encode() + body)
     await writer.drain()
+
+
+class Cutter:
+    """A TCP pipe to the dev backend. `cut()` closes every connection through it and refuses new
+    ones for `refuse_for` seconds; `sync_sockets` counts the open sync-protocol connections."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").rsplit(":", 1)
+        self._upstream = (host, int(port))
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._refuse_until = 0.0
+        self.sync_sockets = 0
+
+    async def __aenter__(self) -> Cutter:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        self.cut()
+
+    def cut(self, refuse_for: float = 0.0) -> None:
+        self._refuse_until = asyncio.get_running_loop().time() + refuse_for
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if asyncio.get_running_loop().time() < self._refuse_until:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        first = await reader.read(65536)
+        is_sync = b"/sync HTTP/1.1" in first.split(b"\r\n", 1)[0]
+        self.sync_sockets += is_sync
+        self._writers |= {writer, up_writer}
+        try:
+            up_writer.write(first)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            self.sync_sockets -= is_sync
+            self._writers -= {writer, up_writer}
+            up_writer.close()
+            writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+class CountingHTTP:
+    """A Transport (signaling.client) that counts the function calls going through it."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], limit: int) -> Answer:
+        self.calls[url.rsplit("/", 1)[-1]] += 1
+        return await shared_http().post(url, body, headers, limit)

@@ -1,0 +1,196 @@
+"""Signals pushed over the sync protocol, as the agent uses them: rooms that read nothing while
+idle, a late joiner answered at once, a deployment without the protocol polled instead, a
+dropped socket that loses and repeats no signal, typed errors, and leave closing the socket.
+
+The deployment is the real dev backend; the network faults are real sockets (tests/relay.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+import pytest
+from relay import CountingHTTP, Cutter, Relay
+from test_room import connected_to, until
+
+from agent.demo import _meeting
+from agent.ice import IceOptions
+from agent.pump import PollSettings, SignalPump
+from agent.room import JoinRequest, Room, RoomSettings
+from signaling import functions as fn
+from signaling.api import ConnvoAPI
+from signaling.errors import TransportError, Unauthorized
+from signaling.models import Signal
+from signaling.sync import SyncClient, SyncUnavailable
+
+FAST = RoomSettings(poll=PollSettings(fast=0.05, idle=0.2), discovery_interval=0.5)
+READS = ("getPendingSignals", "getActiveSessions")
+
+
+def room(meeting, index: int, url: str | None = None, http=None, **settings) -> Room:
+    member = meeting[index]
+    url = url or member.api.url
+    return Room(
+        url,
+        member.token,
+        meeting.id,
+        request=JoinRequest(),
+        ice=IceOptions.loopback(),
+        settings=RoomSettings(**{**FAST.__dict__, **settings}),
+        api=ConnvoAPI(url, member.token, http=http),
+    )
+
+
+def candidate(i: int) -> dict:
+    return {"candidate": f"candidate:{i} 1 udp 1 127.0.0.1 {9000 + i} typ host", "sdpMid": "0"}
+
+
+@pytest.mark.parametrize("signals", ["push", "poll"])
+async def test_a_mesh_meets_with_signals_pushed_or_polled(backend, signals):
+    report = await _meeting(backend.server, 3, 1.0, RoomSettings(signals=signals), quiet=True)
+    assert report.ok, report
+
+
+async def test_idle_rooms_read_nothing_and_a_late_joiner_is_answered_pushed(backend):
+    meeting = await backend.meeting(3)
+    counts = [CountingHTTP() for _ in range(3)]
+    a, b, c = (room(meeting, i, http=counts[i]) for i in range(3))
+    async with a, b:
+        await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
+        before = [dict(n.calls) for n in counts[:2]]
+        await asyncio.sleep(2.0)  # four discovery intervals, forty fast polls
+        for n, then in zip(counts[:2], before, strict=True):
+            assert all(n.calls[f] == then.get(f, 0) for f in READS), n.calls
+        async with c:
+            await until(
+                lambda: all(
+                    connected_to(r, [o for o in (a, b, c) if o is not r]) for r in (a, b, c)
+                )
+            )
+            for r in (a, b, c):
+                assert r.signals == "push"
+                assert r.signal_polls == 0 and r.signals_pushed > 0
+    assert counts[2].calls["getPendingSignals"] == 0
+
+
+async def test_a_deployment_without_the_sync_protocol_is_polled(backend):
+    meeting = await backend.meeting(2)
+    async with Relay(backend.url) as relay:
+        a, b = room(meeting, 0, url=relay.url), room(meeting, 1)
+        async with a, b:
+            await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
+            assert a.signals == "poll" and b.signals == "push"
+            assert a.signal_polls > 0 and relay.called("getPendingSignals")
+
+
+async def test_polling_was_asked_for_so_no_socket_is_opened(backend):
+    meeting = await backend.meeting(2)
+    async with Cutter(backend.url) as cutter, room(meeting, 0, url=cutter.url, signals="poll") as a:
+        assert cutter.sync_sockets == 0 and a.signals == "poll"
+
+
+async def test_leaving_closes_the_socket(backend):
+    meeting = await backend.meeting(2)
+    async with Cutter(backend.url) as cutter:
+        a = room(meeting, 0, url=cutter.url)
+        async with a:
+            assert cutter.sync_sockets == 1 and a.signals == "push"
+        await until(lambda: cutter.sync_sockets == 0, timeout=3)
+        assert a.signals == "poll"
+
+
+async def test_a_dropped_socket_loses_no_signal_and_repeats_none(backend):
+    meeting = await backend.meeting(2)
+    sender, receiver = meeting.host, meeting[1]
+    handled: list[str] = []
+
+    async def handle(signal: Signal) -> None:
+        handled.append(signal.data.candidate)  # type: ignore[union-attr]
+
+    async with Cutter(backend.url) as cutter:
+        sync = SyncClient(cutter.url, receiver.token, backoff=(0.05, 0.2))
+        task = await _pushed_pump(sync, cutter.url, receiver.token, meeting.id, handle)
+        try:
+            sent = []
+            for i in range(30):
+                if i == 10:
+                    cutter.cut(refuse_for=0.5)  # socket and HTTP connections gone; no reconnect
+                    await until(lambda: not sync.live, timeout=2)
+                if i == 20:
+                    await until(lambda: sync.live, timeout=5)
+                await sender.api.send_candidate(meeting.id, "s1", candidate(i), receiver.user_id)
+                sent.append(candidate(i)["candidate"])
+            await until(lambda: len(handled) >= 30, timeout=10)
+            await asyncio.sleep(0.3)  # a repeat would show up now
+        finally:
+            task.cancel()
+            await sync.close()
+    assert handled == sent
+    assert sync.connections >= 2
+    pending = await receiver.api.pending_signals(meeting.id)
+    assert pending == []  # every one marked processed
+
+
+async def _pushed_pump(
+    sync: SyncClient, url: str, token: str, meeting_id: str, handle: Callable
+) -> asyncio.Task:
+    holder: list[SignalPump] = []
+    await sync.connect()
+    sub = await sync.subscribe(
+        fn.GET_PENDING_SIGNALS, {"meetingId": meeting_id}, lambda: holder and holder[0].nudge()
+    )
+    pump = SignalPump(
+        ConnvoAPI(url, token), meeting_id, handle, lambda: False, PollSettings(0.05, 0.2), sub
+    )
+    holder.append(pump)
+    return asyncio.create_task(pump.run())
+
+
+async def test_connect_errors_are_typed(backend):
+    meeting = await backend.meeting(2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(TransportError) as refused:
+        await SyncClient(closed, meeting.host.token).connect()
+    assert refused.value.sent is False
+    async with Relay(backend.url) as relay:
+        with pytest.raises(SyncUnavailable, match="HTTP 404"):
+            await SyncClient(relay.url, meeting.host.token).connect()
+
+
+async def test_a_refused_token_stops_the_client_and_says_why(backend):
+    meeting = await backend.meeting(2)
+    token = "not-a-token-but-a-secret-7f3a"
+    sync = SyncClient(backend.url, token)
+    changed = asyncio.Event()
+    await sync.connect()
+    sub = await sync.subscribe(fn.GET_PENDING_SIGNALS, {"meetingId": meeting.id}, changed.set)
+    try:
+        await until(lambda: sync.error is not None, timeout=3)
+    finally:
+        await sync.close()
+    assert isinstance(sync.error, Unauthorized)
+    assert not sub.live and sub.value is None
+    assert token not in str(sync.error) and token not in repr(sync)
+
+
+async def test_a_subscription_answers_a_failure_as_the_http_api_does(backend):
+    meeting = await backend.meeting(2)
+    outsider = backend.member()
+    sync = SyncClient(backend.url, outsider.token)
+    changed = asyncio.Event()
+    await sync.connect()
+    try:
+        sub = await sync.subscribe(fn.GET_PENDING_SIGNALS, {"meetingId": meeting.id}, changed.set)
+        await until(lambda: sub.live, timeout=3)
+        assert sub.error is not None and sub.error.code == "FORBIDDEN"  # type: ignore[union-attr]
+        await meeting.host.api.add_participant(meeting.id, outsider.user_id, "participant")
+        await until(lambda: sub.error is None, timeout=3)
+        assert sub.value == []
+    finally:
+        await sync.close()
+    with pytest.raises(ValueError, match="only queries"):
+        await sync.subscribe(fn.MARK_SIGNALS_PROCESSED, {}, changed.set)
