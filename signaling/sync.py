@@ -98,6 +98,7 @@ class _Link:
     query_set: int = 0
     version: dict[str, Any] = field(default_factory=dict)
     chunks: list[str] = field(default_factory=list)
+    transitions: int = 0
 
 
 class SyncClient:
@@ -211,7 +212,8 @@ class SyncClient:
 
     async def _keep(self, link: _Link) -> None:
         """Reads until the socket drops, then reopens it with backoff; forever, unless the
-        server refuses the token."""
+        server refuses the token. The backoff starts over only after a socket that worked (one
+        that carried a transition), so a server that accepts and then fails is not hammered."""
         attempt = 0
         while True:
             reason = "unknown"
@@ -226,6 +228,7 @@ class SyncClient:
             except (ConnvoError, WebSocketException, OSError) as e:
                 reason = _reason(e)
             self._drop()
+            attempt = 0 if link.transitions else attempt
             log.info("sync socket lost (%s); reconnecting", reason)
             while True:
                 delay = min(self._backoff[1], self._backoff[0] * 2**attempt)
@@ -233,7 +236,6 @@ class SyncClient:
                 attempt += 1
                 try:
                     link = await self._open(self.connections, reason)
-                    attempt = 0
                     break
                 except Unauthorized as e:
                     self.error = e
@@ -263,6 +265,8 @@ class SyncClient:
             self._transition(link, message)
         elif kind == "TransitionChunk":
             link.chunks.append(str(message.get("chunk", "")))
+            if sum(map(len, link.chunks)) > MAX_ANSWER_BYTES:
+                raise ProtocolViolation(WHERE, "a chunked transition past the answer limit")
             if message.get("partNumber") == message.get("totalParts", 0) - 1:
                 whole, link.chunks = "".join(link.chunks), []
                 self._transition(link, json.loads(whole))
@@ -275,6 +279,7 @@ class SyncClient:
         if message.get("startVersion") != link.version:
             raise ProtocolViolation(WHERE, "a transition from a version we are not at")
         link.version = message.get("endVersion") or {}
+        link.transitions += 1
         for change in message.get("modifications") or ():
             sub = self._subs.get(change.get("queryId"))
             if sub is None:
