@@ -1,6 +1,6 @@
-"""TLS on every HTTP path, against real sockets on loopback: the dev backend behind a
-TLS-terminating proxy whose certificate comes from a throwaway CA (trustme), and a plain TCP
-listener given as an https URL, which must never see a token."""
+"""TLS on every HTTP path and on the sync socket (wss), against real sockets on loopback: the dev
+backend behind a TLS-terminating proxy whose certificate comes from a throwaway CA (trustme), and
+a plain TCP listener given as an https URL, which must never see a token."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import os
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,21 @@ import pytest
 import trustme
 from conftest import Backend
 
+from agent.ice import IceOptions
 from agent.load.http import LoadHTTP
+from agent.pump import PollSettings
+from agent.room import JoinRequest, Room, RoomSettings
 from signaling import functions as fn
 from signaling.api import ConnvoAPI
 from signaling.client import ConvexClient, HttpxTransport, RetryPolicy, shared_http
 from signaling.errors import TLSError, TransportError
+from signaling.sync import SyncClient
 
 TOKEN = "tok-3f9c1e-very-secret"
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
 CURRENT_USER = fn.GET_CURRENT_USER
+WAIT = 5.0
+"""Longest wait for anything owed over the socket: a bug fails the test instead of hanging it."""
 
 
 class TLSProxy:
@@ -69,7 +76,10 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write(data)
             await writer.drain()
     with contextlib.suppress(OSError, RuntimeError):
-        writer.write_eof()
+        if writer.can_write_eof():
+            writer.write_eof()
+        else:  # TLS cannot half-close: the peer (a WebSocket closing) waits for the close
+            writer.close()
 
 
 class PlainListener:
@@ -232,3 +242,94 @@ async def test_a_plain_listener_never_sees_the_token(transport: str, answer: boo
     assert b"authorization" not in listener.received.lower()
     assert TOKEN.encode() not in listener.received and b"POST" not in listener.received
     await http.aclose()
+
+
+# --- the sync socket (wss) ------------------------------------------------------------------
+
+
+def private_ca_room(url: str, token: str, meeting_id: str, ca_file: str) -> Room:
+    settings = RoomSettings(poll=PollSettings(fast=0.05, idle=0.2), discovery_interval=0.5)
+    return Room(
+        url, token, meeting_id, request=JoinRequest(), ice=IceOptions.loopback(),
+        settings=settings, ca_file=ca_file,
+    )  # fmt: skip
+
+
+async def test_sync_over_wss_with_a_private_ca_pushes_a_signal(backend: Backend, proxy, ca_file):
+    meeting = await backend.meeting(2)
+    host, guest = meeting.host, meeting[1]
+    changed = asyncio.Event()
+    sync = SyncClient(proxy.url, guest.token, ca_file=ca_file)
+    try:
+        async with asyncio.timeout(WAIT):
+            await sync.connect()
+            args = {"meetingId": meeting.id}
+            pending = await sync.subscribe(fn.GET_PENDING_SIGNALS, args, changed.set)
+            while not pending.live:  # the first result: nothing pending yet
+                await changed.wait()
+                changed.clear()
+            assert pending.error is None and pending.value == []
+            candidate = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"}
+            await host.api.send_candidate(meeting.id, "s1", candidate, guest.user_id)
+            while not pending.value:
+                await changed.wait()
+                changed.clear()
+    finally:
+        await sync.close()
+    [signal] = pending.value
+    assert signal.fromUserId == host.user_id and signal.data.candidate == candidate["candidate"]
+    assert sync.connections == 1 and proxy.forwarded >= 1
+
+
+async def test_rooms_joined_over_https_with_a_private_ca_have_signals_pushed(
+    backend: Backend, proxy, ca_file
+):
+    meeting = await backend.meeting(2)
+    a, b = (private_ca_room(proxy.url, meeting[i].token, meeting.id, ca_file) for i in range(2))
+    try:
+        async with a, b:
+            async with asyncio.timeout(15):
+                while not (a.connected_peers() and b.connected_peers()):
+                    await asyncio.sleep(0.05)
+            assert (a.signals, b.signals) == ("push", "push")
+            assert a.signals_pushed > 0 and b.signals_pushed > 0
+    finally:
+        await shared_http(ca_file).aclose()
+
+
+@pytest.mark.parametrize("trust", ["another-ca", "certifi"])
+async def test_sync_without_the_ca_is_a_tls_error_and_sends_no_token(
+    backend: Backend, proxy, tmp_path, monkeypatch, trust
+):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    other = None
+    if trust == "another-ca":
+        other = str(tmp_path / "other.pem")
+        trustme.CA().cert_pem.write_to_path(other)
+    sync = SyncClient(proxy.url, TOKEN, ca_file=other)
+    started = time.monotonic()
+    with pytest.raises(TLSError) as info:
+        async with asyncio.timeout(2.0):  # no waiting out the open timeout, no retries
+            await sync.connect()
+    assert time.monotonic() - started < 2.0 and info.value.sent is False
+    assert not sync.live and sync.connections == 0
+    assert proxy.forwarded == 0  # the handshake failed: not one byte reached the backend
+    assert TOKEN not in str(info.value) and TOKEN not in repr(sync)
+    await sync.close()
+
+
+@pytest.mark.parametrize("answer", [True, False], ids=["answers-400", "closes"])
+async def test_a_plain_listener_never_sees_the_token_on_the_sync_socket(answer: bool):
+    listener = PlainListener(answer)
+    await listener.start()
+    sync = SyncClient(listener.url, TOKEN)
+    with pytest.raises(TransportError) as info:
+        async with asyncio.timeout(WAIT):
+            await sync.connect()
+    assert info.value.sent is False and not sync.live
+    if answer:  # it spoke plain HTTP back: no TLS server
+        assert type(info.value) is TLSError
+    assert listener.received.startswith(b"\x16\x03")  # TLS records (a ClientHello), only
+    assert TOKEN.encode() not in listener.received and b"Authenticate" not in listener.received
+    assert b"GET " not in listener.received and b"upgrade" not in listener.received.lower()
+    await sync.close()
