@@ -24,7 +24,6 @@ import itertools
 import json
 import logging
 import random
-import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +34,14 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 
-from signaling.client import MAX_ANSWER_BYTES, error_from, parse_answer, tls_context
+from signaling.client import (
+    MAX_ANSWER_BYTES,
+    error_from,
+    origin_of,
+    parse_answer,
+    tls_context,
+    tls_failure,
+)
 from signaling.errors import (
     ConnvoError,
     SchemaError,
@@ -114,6 +120,7 @@ class SyncClient:
         scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
         self._ws_url = urlunsplit((scheme, parts.netloc, parts.path + "/api/sync", "", ""))
         self._tls = tls_context(ca_file) if scheme == "wss" else None
+        self._origin = origin_of(url)
         self._token = token
         self._backoff = backoff
         self._session_id = str(uuid.uuid4())
@@ -186,9 +193,10 @@ class SyncClient:
                 raise Unauthorized(WHERE, refused) from None
             unavailable = f"no sync protocol here (HTTP {status})"
             raise SyncUnavailable(WHERE, unavailable, sent=False) from None
-        except ssl.SSLError as e:
-            raise TLSError(WHERE, f"TLS failed: {e.reason or e}", sent=False) from None
         except (OSError, TimeoutError, InvalidHandshake) as e:
+            tls = tls_failure(e, self._origin)
+            if tls is not None:
+                raise TLSError(WHERE, tls.reason, sent=False) from None
             raise TransportError(WHERE, f"cannot connect: {_reason(e)}", sent=False) from None
         link = _Link(ws, version={"querySet": 0, "identity": 0, "ts": _ZERO_TS})
         connect_message = {
