@@ -14,8 +14,12 @@ Both sides use the same signaling path, window, media and frame rates.
 - naive: what plain aiortc bots do: each bot makes its own frames, every sender encodes them
   (one VP8 / Opus encoder per peer connection), every receiver decodes.
 
-    .venv/bin/python scripts/bench_load.py            # about 4 minutes on 2 cores
-    .venv/bin/python scripts/bench_load.py --json --skip-target --media av
+`--signals push|poll|both` (default both): ours is measured with signals pushed over the sync
+protocol (one socket per bot) and polled, side by side; naive bots push. The 200-participant
+target runs once per mode.
+
+    .venv/bin/python scripts/bench_load.py            # about 6 minutes on 2 cores
+    .venv/bin/python scripts/bench_load.py --json --skip-target --media av --signals push
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ def measure(server: DevServer, config: LoadConfig, window: float, tag: str) -> d
 
 def bench(args: argparse.Namespace) -> dict:
     results: dict = {"participants_per_core": {}}
+    modes = ["push", "poll"] if args.signals == "both" else [args.signals]
+    variants = [(f"ours-{mode}", True, mode) for mode in modes] + [("naive", False, modes[0])]
     sizes = {
         "none": (args.meetings_none, args.naive_none),
         "audio": (args.meetings_audio, args.naive_audio),
@@ -112,7 +118,7 @@ def bench(args: argparse.Namespace) -> dict:
             if media not in args.media:
                 continue
             row = {}
-            for variant, shared in (("ours", True), ("naive", False)):
+            for variant, shared, signals in variants:
                 n = meetings if shared else naive_meetings
                 config = LoadConfig(
                     meetings=n,
@@ -125,20 +131,28 @@ def bench(args: argparse.Namespace) -> dict:
                     shared_media=shared,
                     decode=not shared,
                     join_timeout=60,
+                    signals=signals,  # type: ignore[arg-type]
                 )
                 row[variant] = measure(srv, config, args.window, f"{media}-{variant}")
-                print(f"{media:5} {variant:5}: {row[variant]}", flush=True)
-            row["ratio"] = round(row["ours"]["per_core"] / row["naive"]["per_core"], 2)
-            row["ratio_raw"] = round(row["ours"]["per_core_raw"] / row["naive"]["per_core_raw"], 2)
+                print(f"{media:5} {variant:10}: {row[variant]}", flush=True)
+            ours = row[f"ours-{modes[0]}"]
+            row["ratio"] = round(ours["per_core"] / row["naive"]["per_core"], 2)
+            row["ratio_raw"] = round(ours["per_core_raw"] / row["naive"]["per_core_raw"], 2)
             results["participants_per_core"][media] = row
-    if not args.skip_target:
+    for mode in [] if args.skip_target else modes:
         config = LoadConfig(
-            meetings=50, participants=4, duration=5, ramp=args.target_ramp, media="none"
+            meetings=50,
+            participants=4,
+            duration=5,
+            ramp=args.target_ramp,
+            media="none",
+            signals=mode,  # type: ignore[arg-type]
         )
         target = run_load(replace(config), workers=None, quiet=True).summary
-        results["target_200_none"] = {
+        results[f"target_200_none_{mode}"] = {
             "success_rate": target["success_rate"],
             "failures": target["failures"],
+            "signals": target["signals"],
             "phases_ms": {p: d for p, d in target["phases_ms"].items() if d["count"]},
             "load_generator": target["load_generator"],
         }
@@ -164,6 +178,7 @@ def main() -> None:
     parser.add_argument("--target-ramp", type=float, default=10.0)
     parser.add_argument("--media", nargs="+", default=["none", "audio", "av"])
     parser.add_argument("--skip-target", action="store_true")
+    parser.add_argument("--signals", choices=["push", "poll", "both"], default="both")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     r = bench(args)
@@ -173,17 +188,25 @@ def main() -> None:
         f"{'media':6} {'ours':>6} {'naive':>6} {'ratio':>6}  {'ours':>6} {'naive':>6} {'ratio':>6}"
         f"   frames/s per stream, ours | naive"
     )
-    print(f"{'':6} {'raw':>20}  {'at rate':>20}")
     for media, row in r["participants_per_core"].items():
-        ours, naive = row["ours"], row["naive"]
+        naive = row["naive"]
+        for name, ours in row.items():
+            if not name.startswith("ours-"):
+                continue
+            print(
+                f"{media:6} {name:10} {ours['per_core_raw']:>6.1f} {naive['per_core_raw']:>6.1f}"
+                f" raw, {ours['per_core']:>6.1f} {naive['per_core']:>6.1f} at rate"
+                f"   {_fps(ours)} | {_fps(naive)}"
+            )
+        print(f"{'':6} ours/naive: {row['ratio_raw']:.1f}x raw, {row['ratio']:.1f}x at rate")
+    for key, t in r.items():
+        if not key.startswith("target_200_none"):
+            continue
+        mode = key.rsplit("_", 1)[-1]
         print(
-            f"{media:6} {ours['per_core_raw']:>6.1f} {naive['per_core_raw']:>6.1f}"
-            f" {row['ratio_raw']:>5.1f}x  {ours['per_core']:>6.1f} {naive['per_core']:>6.1f}"
-            f" {row['ratio']:>5.1f}x   {_fps(ours)} | {_fps(naive)}"
+            f"\n50 meetings x 4, media none, signals {mode}: success {t['success_rate']:.1f}%"
+            f" {t['failures']} {t['signals']}"
         )
-    if "target_200_none" in r:
-        t = r["target_200_none"]
-        print(f"\n50 meetings x 4, media none: success {t['success_rate']:.1f}% {t['failures']}")
         print(f"{'phase (ms)':18} {'count':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}")
         for phase, d in t["phases_ms"].items():
             print(
