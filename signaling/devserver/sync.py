@@ -79,21 +79,24 @@ def encode_ts(ts: int) -> str:
 
 
 def decode_value(value: Any) -> Any:
-    """Convex's JSON encoding of values to plain Python: `$integer` (int64) and `$float`
-    (non-finite floats) are decoded; `$bytes` and other `$` keys are refused."""
+    """Convex's JSON encoding of values to what the HTTP API's JSON gives: a number is a float64
+    on the wire (the official clients send 2 as 2.0), so a whole one becomes an int; `$float`
+    (a non-finite float) is decoded. Connvo's functions take no int64 and no bytes, so
+    `$integer`, `$bytes` and any other `$` field fail validation, as on Convex."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, list):
         return [decode_value(v) for v in value]
     if not isinstance(value, dict):
         return value
-    if len(value) == 1:
-        ((key, inner),) = value.items()
-        if key == "$integer" and isinstance(inner, str):
-            return struct.unpack("<q", base64.b64decode(inner))[0]
-        if key == "$float" and isinstance(inner, str):
-            return struct.unpack("<d", base64.b64decode(inner))[0]
+    if len(value) == 1 and isinstance(value.get("$float"), str):
+        with contextlib.suppress(ValueError, struct.error):  # binascii.Error is a ValueError
+            return struct.unpack("<d", base64.b64decode(value["$float"], validate=True))[0]
     if any(isinstance(k, str) and k.startswith("$") for k in value):
         raise ConvexError(
-            "VALIDATION_ERROR", "Field names starting with '$' are not supported here", 400
+            "VALIDATION_ERROR",
+            f"ArgumentValidationError: {sorted(value)[0]} values are not accepted here",
+            400,
         )
     return {k: decode_value(v) for k, v in value.items()}
 
@@ -125,7 +128,7 @@ class Hub:
 
     def __init__(self) -> None:
         self._watches: dict[tuple[str, Any], set[_Watch]] = defaultdict(set)
-        self._ts = 0
+        self._ts = time.time_ns()  # a restarted server never goes back in time
 
     @property
     def ts(self) -> int:
@@ -319,8 +322,8 @@ class SyncConnection:
             "logLines": [],
             **_result(path, outcome),
         }
-        if kind == "Mutation":
-            ts = self._backend.hub.ts
+        if kind == "Mutation":  # clients finish a mutation at a Transition past its ts
+            ts = self._backend.hub.advance()
             answer["ts"] = encode_ts(ts)
             self._owed_ts = max(self._owed_ts, ts)
         await self._send(answer)
