@@ -59,6 +59,9 @@ OPEN_TIMEOUT = 5.0
 BACKOFF = (0.1, 5.0)
 """First and longest wait between reconnects (doubling, with jitter)."""
 CLIENT = "connvo-agent-0.1.0"
+HEALTHY = 10.0
+"""Seconds a socket must stay up before a drop starts the backoff over."""
+MAX_CHUNKS = 1024
 
 
 class SyncUnavailable(TransportError):
@@ -103,8 +106,9 @@ class _Link:
     ws: ClientConnection
     query_set: int = 0
     version: dict[str, Any] = field(default_factory=dict)
+    opened: float = field(default_factory=time.monotonic)
     chunks: list[str] = field(default_factory=list)
-    transitions: int = 0
+    chunk_bytes: int = 0
 
 
 class SyncClient:
@@ -164,8 +168,7 @@ class SyncClient:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.gather(task, return_exceptions=True)
         link, self._link = self._link, None
         if link is not None:
             with contextlib.suppress(Exception):
@@ -220,8 +223,9 @@ class SyncClient:
 
     async def _keep(self, link: _Link) -> None:
         """Reads until the socket drops, then reopens it with backoff; forever, unless the
-        server refuses the token. The backoff starts over only after a socket that worked (one
-        that carried a transition), so a server that accepts and then fails is not hammered."""
+        server refuses the token. The backoff starts over only after a socket that stayed up for
+        HEALTHY seconds, so a server that accepts (even authenticates) and then fails is not
+        hammered."""
         attempt = 0
         while True:
             reason = "unknown"
@@ -236,7 +240,7 @@ class SyncClient:
             except (ConnvoError, WebSocketException, OSError) as e:
                 reason = _reason(e)
             self._drop()
-            attempt = 0 if link.transitions else attempt
+            attempt = 0 if time.monotonic() - link.opened >= HEALTHY else attempt
             log.info("sync socket lost (%s); reconnecting", reason)
             while True:
                 delay = min(self._backoff[1], self._backoff[0] * 2**attempt)
@@ -250,6 +254,9 @@ class SyncClient:
                     return
                 except ConnvoError as e:
                     reason = str(e)
+                except Exception as e:  # a fault of ours must not end the reconnects silently
+                    log.warning("sync: reconnecting failed: %r", e)
+                    reason = type(e).__name__
 
     def _drop(self) -> None:
         link, self._link = self._link, None
@@ -259,35 +266,49 @@ class SyncClient:
             sub._lose()
 
     async def _read(self, link: _Link) -> None:
+        """Applies each message; one that is malformed anywhere (not text, not JSON, a field of
+        the wrong type) means the socket cannot be trusted: it is dropped and reopened."""
         async for raw in link.ws:
+            if not isinstance(raw, str):
+                raise ProtocolViolation(WHERE, "a binary message")
             try:
                 message = json.loads(raw)
-            except (json.JSONDecodeError, TypeError):
-                raise ProtocolViolation(WHERE, "a message that is not JSON") from None
-            if isinstance(message, dict):
-                self._receive(link, message)
+                self._receive(link, message if isinstance(message, dict) else {})
+            except (Unauthorized, ProtocolViolation):
+                raise
+            except Exception as e:
+                raise ProtocolViolation(
+                    WHERE, f"a malformed message ({type(e).__name__})"
+                ) from None
 
     def _receive(self, link: _Link, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "Transition":
             self._transition(link, message)
         elif kind == "TransitionChunk":
-            link.chunks.append(str(message.get("chunk", "")))
-            if sum(map(len, link.chunks)) > MAX_ANSWER_BYTES:
-                raise ProtocolViolation(WHERE, "a chunked transition past the answer limit")
-            if message.get("partNumber") == message.get("totalParts", 0) - 1:
-                whole, link.chunks = "".join(link.chunks), []
-                self._transition(link, json.loads(whole))
+            self._chunk(link, message)
         elif kind == "AuthError":
             raise Unauthorized(WHERE, f"the deployment refused the token: {message.get('error')}")
         elif kind == "FatalError":
             raise ProtocolViolation(WHERE, f"the server gave up: {message.get('error')}")
 
+    def _chunk(self, link: _Link, message: dict[str, Any]) -> None:
+        """A transition too large for one message comes in parts, in order."""
+        part, total, chunk = message["partNumber"], message["totalParts"], message["chunk"]
+        if part != len(link.chunks) or not part < total <= MAX_CHUNKS:
+            raise ProtocolViolation(WHERE, f"transition part {part} of {total} out of order")
+        link.chunks.append(chunk)
+        link.chunk_bytes += len(chunk)
+        if link.chunk_bytes > MAX_ANSWER_BYTES:
+            raise ProtocolViolation(WHERE, "a chunked transition past the answer limit")
+        if part == total - 1:
+            whole, link.chunks, link.chunk_bytes = "".join(link.chunks), [], 0
+            self._transition(link, json.loads(whole))
+
     def _transition(self, link: _Link, message: dict[str, Any]) -> None:
         if message.get("startVersion") != link.version:
             raise ProtocolViolation(WHERE, "a transition from a version we are not at")
         link.version = message.get("endVersion") or {}
-        link.transitions += 1
         for change in message.get("modifications") or ():
             sub = self._subs.get(change.get("queryId"))
             if sub is None:

@@ -8,12 +8,15 @@ The deployment is the real dev backend; the network faults are real sockets (tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import socket
 from collections.abc import Callable
 
 import pytest
 from relay import CountingHTTP, Cutter, Relay
 from test_room import connected_to, until
+from websockets.asyncio.server import serve
 
 from agent.demo import _meeting
 from agent.ice import IceOptions
@@ -194,3 +197,62 @@ async def test_a_subscription_answers_a_failure_as_the_http_api_does(backend):
         await sync.close()
     with pytest.raises(ValueError, match="only queries"):
         await sync.subscribe(fn.MARK_SIGNALS_PROCESSED, {}, changed.set)
+
+
+class FakeDeployment:
+    """A sync-protocol server on loopback that answers each connection with `script(n)`: the
+    messages to send after the client's Authenticate (n counts connections from 0)."""
+
+    def __init__(self, script: Callable[[int], list[str]]) -> None:
+        self.script = script
+        self.connections = 0
+
+    async def __aenter__(self) -> FakeDeployment:
+        self._server = await serve(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+
+    async def _handle(self, ws) -> None:
+        n, self.connections = self.connections, self.connections + 1
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                if json.loads(raw)["type"] == "ModifyQuerySet":
+                    for message in self.script(n):
+                        await ws.send(message)
+            await ws.wait_closed()
+
+
+def _transition(modifications: list, query_set: int = 1) -> str:
+    zero = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}
+    end = {"querySet": query_set, "identity": 0, "ts": "AQAAAAAAAAA="}
+    message = {"type": "Transition", "startVersion": zero, "endVersion": end}
+    return json.dumps({**message, "modifications": modifications})
+
+
+async def test_a_malformed_message_reopens_the_socket_and_the_subscription_comes_back():
+    good = _transition([{"type": "QueryUpdated", "queryId": 0, "value": [], "logLines": []}])
+    junk = [_transition([1]), '{"type": "TransitionChunk", "partNumber": 5}', "[[[[", good]
+    async with FakeDeployment(lambda n: [junk[n]] if n < len(junk) else [good]) as fake:
+        sync = SyncClient(fake.url, "token", backoff=(0.01, 0.05))
+        await sync.connect()
+        sub = await sync.subscribe(fn.GET_PENDING_SIGNALS, {"meetingId": "m"}, lambda: None)
+        try:
+            await until(lambda: sub.live and sub.value == [], timeout=5)
+        finally:
+            await asyncio.wait_for(sync.close(), 2)
+    assert fake.connections == len(junk)  # each bad message cost one socket, nothing more
+    assert sync.error is None
+
+
+async def test_a_server_that_fails_after_authenticating_is_not_hammered():
+    identity = _transition([], query_set=1)
+    async with FakeDeployment(lambda n: [identity, '{"type": "FatalError", "error": "x"}']) as fake:
+        sync = SyncClient(fake.url, "token")  # the default backoff: 0.1 s doubling
+        await sync.connect()
+        await sync.subscribe(fn.GET_PENDING_SIGNALS, {"meetingId": "m"}, lambda: None)
+        await asyncio.sleep(2.0)
+        await sync.close()
+    assert 2 <= fake.connections <= 8  # ~24 when every transition reset the backoff

@@ -35,7 +35,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from signaling import functions as fn
-from signaling.devserver.sync import MAX_MESSAGE, MAX_QUERIES
+from signaling.devserver.store import Read, Write
+from signaling.devserver.sync import MAX_MESSAGE, MAX_QUERIES, Hub
 from signaling.functions import Function
 
 WAIT = 5.0
@@ -694,3 +695,16 @@ async def test_more_than_max_queries_is_fatal(backend: Backend) -> None:
         assert len((await raw.transition())["modifications"]) == MAX_QUERIES
         await raw.modify(raw.add(fn.GET_CURRENT_USER))
         assert str(MAX_QUERIES) in await raw.fatal()
+
+
+def test_a_write_published_while_a_query_ran_is_caught():
+    """A query runs in a thread; a write committed after its read may be published before the
+    subscription watches: Hub.touched_since says to run it again."""
+    hub = Hub()
+    signals = Read("webrtcSignals", (("meetingId", "mtg_a"), ("toUserId", "usr_b")))
+    started = hub.ts
+    hub.publish([Write("webrtcSignals", None, {"meetingId": "mtg_a", "toUserId": "usr_c"})])
+    assert not hub.touched_since(started, [signals])  # someone else's signal
+    hub.publish([Write("webrtcSignals", None, {"meetingId": "mtg_a", "toUserId": "usr_b"})])
+    assert hub.touched_since(started, [signals])
+    assert not hub.touched_since(hub.ts, [signals])  # nothing since

@@ -23,7 +23,7 @@ import json
 import logging
 import struct
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,8 @@ PING_EVERY = 15.0
 """Clients drop a connection that is silent for 30 s (convex-rs SERVER_INACTIVITY_THRESHOLD)."""
 MAX_QUERIES = 256
 """Subscriptions per connection: a client past it gets a FatalError, not a server's memory."""
+RECENT = 4096
+"""Publishes remembered, to catch a write that lands while a query runs (Hub.touched_since)."""
 MAX_MESSAGE = 1 << 20
 """A client message larger than this is refused (FatalError)."""
 
@@ -129,6 +131,7 @@ class Hub:
     def __init__(self) -> None:
         self._watches: dict[tuple[str, Any], set[_Watch]] = defaultdict(set)
         self._ts = time.time_ns()  # a restarted server never goes back in time
+        self._recent: deque[tuple[int, list[Write]]] = deque(maxlen=RECENT)
 
     @property
     def ts(self) -> int:
@@ -156,8 +159,22 @@ class Hub:
                 if not watches:
                     del self._watches[key]
 
+    def touched_since(self, ts: int, reads: list[Read]) -> bool:
+        """Whether a write published after `ts` matches one of `reads`: a query that ran while
+        it was published could not be watching yet. Unsure (the log moved on) counts as yes."""
+        if len(self._recent) == RECENT and self._recent[0][0] > ts:
+            return True
+        for published, writes in reversed(self._recent):
+            if published <= ts:
+                return False
+            for write in writes:
+                docs = [d for d in (write.before, write.after) if d is not None]
+                if any(read.matches(write.table, doc) for read in reads for doc in docs):
+                    return True
+        return False
+
     def publish(self, writes: list[Write]) -> None:
-        self.advance()
+        self._recent.append((self.advance(), writes))
         for write in writes:
             for doc in (write.before, write.after):
                 if doc is None:
@@ -215,8 +232,10 @@ class SyncConnection:
                 if message.get("text") is None:
                     raise ProtocolError("binary messages are not part of the protocol")
                 await self._receive(message["text"])
+        except RecursionError:  # a RuntimeError, but the client's fault: args nested too deep
+            await self._fatal("a value nested past the parser")
         except (WebSocketDisconnect, RuntimeError):
-            pass  # the client went away
+            pass  # the client went away (Starlette raises RuntimeError on a closed socket)
         except ProtocolError as e:
             await self._fatal(str(e))
         finally:
@@ -231,8 +250,8 @@ class SyncConnection:
             raise ProtocolError(f"message of {len(text)} bytes is over {MAX_MESSAGE}")
         try:
             message = json.loads(text)
-        except json.JSONDecodeError:
-            raise ProtocolError("message is not JSON") from None
+        except (json.JSONDecodeError, RecursionError):
+            raise ProtocolError("message is not JSON (or nested past the parser)") from None
         if not isinstance(message, dict):
             raise ProtocolError("message is not an object")
         kind = message.get("type")
@@ -287,7 +306,7 @@ class SyncConnection:
         removed = []
         for change in modifications:
             query_id = change.get("queryId") if isinstance(change, dict) else None
-            if not isinstance(query_id, int):
+            if not isinstance(query_id, int) or isinstance(query_id, bool):
                 raise ProtocolError("a query modification needs a queryId")
             if change.get("type") == "Add":
                 if query_id in self._queries:
@@ -379,12 +398,15 @@ class SyncConnection:
         query = self._queries.get(query_id)
         if query is None:
             return None
-        outcome = await self._call(query.path, query.args, "query")
         hub = self._backend.hub
+        started = hub.ts
+        outcome = await self._call(query.path, query.args, "query")
         if self._queries.get(query_id) is not query:
             return None  # removed while it ran
         hub.unwatch(query.handles)
         query.handles = hub.watch(self, query_id, outcome.reads)
+        if hub.touched_since(started, outcome.reads):
+            self._dirty.add(query_id)  # a write landed before the watch did: run it again
         change: dict[str, Any] = {"queryId": query_id, "logLines": [], "journal": None}
         change.update(_modification(query.path, outcome))
         if change == query.value:
