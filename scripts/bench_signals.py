@@ -4,8 +4,9 @@ a signal arrives.
 For each mode (`--signals poll|push|both`, default both), on one dev backend:
 - late joiner: two bots join a meeting and stay idle for `--idle` seconds (8), then a third
   joins; its join_ms (initializeWebRTCRoom to its first connected peer) is kept. `--runs` times.
-- idle cost: the HTTP function calls the two idle bots made during that idle window, counted at
-  their transport, per bot-minute (the sync socket's messages are not function calls).
+- idle cost: two bots connected and idle for `--window` seconds (30): the HTTP function calls
+  they make, counted at their transport, per bot-minute (the sync socket's messages are not
+  function calls; quality reports, every 5 s, are).
 - delivery: one user sends `--signals-sent` ICE candidates to another, 50-150 ms apart; the time
   from the send call to the receiver's signal pump handing the signal over.
 
@@ -73,6 +74,28 @@ async def _until(condition, timeout: float) -> bool:  # type: ignore[no-untyped-
     return True
 
 
+async def idle_cost(server: DevServer, mode: str, window: float) -> tuple[float, dict]:
+    """HTTP function calls per bot-minute of two connected bots doing nothing, and by function."""
+    names = [f"{mode}-idle{i}" for i in range(2)]
+    tokens = [server.token(name) for name in names]
+    meeting = await setup_meeting(server.url, tokens)
+    counters = [CountingHTTP() for _ in names]
+    rooms = [_room(server, t, meeting, mode, c) for t, c in zip(tokens, counters, strict=True)]
+    try:
+        await asyncio.gather(*(r.join() for r in rooms))
+        if not await _until(lambda: all(r.connected_peers() for r in rooms), 20):
+            raise RuntimeError("the two bots did not connect")
+        await asyncio.sleep(1.0)  # let the join's own traffic settle
+        before = counters[0].calls + counters[1].calls
+        started = time.monotonic()
+        await asyncio.sleep(window)
+        elapsed = time.monotonic() - started
+        calls = counters[0].calls + counters[1].calls - before
+        return sum(calls.values()) / 2 / elapsed * 60, dict(calls)
+    finally:
+        await asyncio.gather(*(r.leave() for r in rooms), return_exceptions=True)
+
+
 async def late_join(server: DevServer, mode: str, run: int, idle: float) -> dict:
     names = [f"{mode}{run}-bot{i}" for i in range(3)]
     tokens = [server.token(name) for name in names]
@@ -83,21 +106,10 @@ async def late_join(server: DevServer, mode: str, run: int, idle: float) -> dict
         await asyncio.gather(rooms[0].join(), rooms[1].join())
         if not await _until(lambda: all(r.connected_peers() for r in rooms[:2]), 20):
             raise RuntimeError("the first two bots did not connect")
-        await asyncio.sleep(1.0)  # let the join's own traffic settle
-        before = [sum(c.calls.values()) for c in counters[:2]]
-        window = time.monotonic()
         await asyncio.sleep(idle)
-        elapsed = time.monotonic() - window
-        idle_calls = [sum(c.calls.values()) - b for c, b in zip(counters, before, strict=False)]
-        kinds = counters[0].calls + counters[1].calls
         await rooms[2].join()
         await _until(lambda: rooms[2].join_ms is not None, 20)
-        return {
-            "join_ms": rooms[2].join_ms,
-            "idle_calls_per_bot_minute": sum(idle_calls) / 2 / elapsed * 60,
-            "pushed": all(r.signals == "push" for r in rooms),
-            "calls": dict(kinds),
-        }
+        return {"join_ms": rooms[2].join_ms, "pushed": all(r.signals == "push" for r in rooms)}
     finally:
         await asyncio.gather(*(r.leave() for r in rooms), return_exceptions=True)
 
@@ -155,19 +167,18 @@ async def bench(args: argparse.Namespace) -> dict:
                     runs.append(await late_join(server, mode, run, args.idle))
                     r = runs[-1]
                     print(
-                        f"{mode} run {run + 1}/{args.runs}: late joiner {r['join_ms']:.0f} ms,"
-                        f" idle {r['idle_calls_per_bot_minute']:.1f} calls/bot-minute"
-                        f" {r['calls']}",
+                        f"{mode} run {run + 1}/{args.runs}: late joiner {r['join_ms']:.0f} ms",
                         flush=True,
                     )
+                per_minute, calls = await idle_cost(server, mode, args.window)
+                print(f"{mode} idle: {per_minute:.1f} calls/bot-minute {calls}", flush=True)
                 lat = await delivery(server, mode, args.signals_sent)
                 joins = [r["join_ms"] for r in runs if r["join_ms"] is not None]
                 results[mode] = {
                     "late_join_median_ms": round(statistics.median(joins), 1) if joins else None,
                     "late_join_ms": [round(j, 1) for j in joins],
-                    "idle_calls_per_bot_minute": round(
-                        statistics.mean(r["idle_calls_per_bot_minute"] for r in runs), 1
-                    ),
+                    "idle_calls_per_bot_minute": round(per_minute, 1),
+                    "idle_calls": calls,
                     "all_pushed": all(r["pushed"] for r in runs),
                     "delivery_p50_ms": round(statistics.median(lat), 1) if lat else None,
                     "delivery_p95_ms": round(nearest_rank(lat, 95), 1) if lat else None,
@@ -181,6 +192,7 @@ def main() -> None:
     parser.add_argument("--signals", choices=["poll", "push", "both"], default="both")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--idle", type=float, default=8.0, help="seconds the first two stay idle")
+    parser.add_argument("--window", type=float, default=30.0, help="idle cost window, seconds")
     parser.add_argument("--signals-sent", type=int, default=100)
     parser.add_argument("--json", action="store_true", help="also print one JSON line at the end")
     args = parser.parse_args()
