@@ -57,6 +57,7 @@ class SignalPump:
         """getPendingSignals calls so far: each is a billed function call on Convex."""
         self.pushes = 0
         """Pushed results of getPendingSignals handled so far (no call each)."""
+        self._pushed_seen = 0  # the subscription's `updates` last handled
         self.failing = False
         """The last read failed (after the client's own retries): the backend is out of reach."""
 
@@ -98,10 +99,13 @@ class SignalPump:
 
     async def _take_pushed(self) -> int:
         assert self._pushed is not None
-        if self._pushed.error is not None:
-            raise self._pushed.error
-        self.pushes += 1
-        return await self._take(self._pushed.value)
+        sub = self._pushed
+        if sub.error is not None:
+            raise sub.error
+        if sub.updates != self._pushed_seen:  # a nudge wakes the pump too: count results only
+            self._pushed_seen = sub.updates
+            self.pushes += 1
+        return await self._take(sub.value)
 
     async def _take(self, signals: list[Signal]) -> int:
         """Hands over the signals not seen before, in order, then marks what is not marked yet

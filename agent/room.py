@@ -34,10 +34,10 @@ from agent.pump import PollSettings, SignalPump
 from agent.tasks import Background
 from signaling import functions as fn
 from signaling.api import ConnvoAPI
-from signaling.errors import ConnvoError, InvalidArgs, MeetingNotActive
+from signaling.errors import ConnvoError, InvalidArgs, MeetingNotActive, TLSError, Unauthorized
 from signaling.models import ActiveSession
 from signaling.models import Room as RoomConfig
-from signaling.sync import Subscription, SyncClient
+from signaling.sync import Subscription, SyncClient, SyncUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,6 @@ class Room:
     ) -> None:
         aiortc_patches.install()  # before any RTCPeerConnection: loopback ICE, counting, lean RTP
         self.api = api or ConnvoAPI(url, token, ca_file=ca_file)
-        self._url, self._token, self._ca_file = url, token, ca_file
         self.meeting_id = meeting_id
         self.session_id = uuid.uuid4().hex
         self.request = request or JoinRequest()
@@ -310,17 +309,17 @@ class Room:
         unless told to poll; a deployment without the sync protocol is polled instead."""
         if self.settings.signals == "poll":
             return
-        self._sync = SyncClient(self._url, self._token, ca_file=self._ca_file)
+        self._sync = self.api.client.sync_client()
         args = {"meetingId": self.meeting_id}
         try:
-            await self._sync.connect()
+            await self._sync.connect(retry=True)  # the network may come back; these would not
             self._pushed_signals = await self._sync.subscribe(
                 fn.GET_PENDING_SIGNALS, args, self._nudge
             )
             self._pushed_sessions = await self._sync.subscribe(
                 fn.GET_ACTIVE_SESSIONS, args, self._sessions_changed.set
             )
-        except ConnvoError as e:
+        except (SyncUnavailable, TLSError, Unauthorized) as e:
             log.info("signals are polled: %s", e)
             await self._sync.close()
             self._sync = self._pushed_signals = self._pushed_sessions = None
@@ -357,6 +356,8 @@ class Room:
                 await mesh.discover(await self.api.active_sessions(self.meeting_id))
             except ConnvoError as e:
                 log.warning("%s", e)
+            except Exception:  # as Background.every: one bad pass must not end discovery
+                log.exception("discovery failed")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.discovery_interval):
                     await self._sessions_changed.wait()

@@ -23,8 +23,6 @@ import random
 import statistics
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 
 from agent.demo import setup_meeting
@@ -35,25 +33,13 @@ from agent.pump import PollSettings, SignalPump
 from agent.room import JoinRequest, Room, RoomSettings
 from signaling import functions as fn
 from signaling.api import ConnvoAPI
-from signaling.client import Answer, shared_http
+from signaling.client import CountingTransport
 from signaling.devserver.process import DevServer
 from signaling.models import Signal
 from signaling.sync import SyncClient
 
 
-class CountingHTTP:
-    """A Transport that counts the function calls going through it."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self._http = shared_http()
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], limit: int) -> Answer:
-        self.calls[url.rsplit("/", 1)[-1]] += 1
-        return await self._http.post(url, body, headers, limit)
-
-
-def _room(server: DevServer, token: str, meeting: str, mode: str, http: CountingHTTP) -> Room:
+def _room(server: DevServer, token: str, meeting: str, mode: str, http: CountingTransport) -> Room:
     return Room(
         server.url,
         token,
@@ -79,7 +65,7 @@ async def idle_cost(server: DevServer, mode: str, window: float) -> tuple[float,
     names = [f"{mode}-idle{i}" for i in range(2)]
     tokens = [server.token(name) for name in names]
     meeting = await setup_meeting(server.url, tokens)
-    counters = [CountingHTTP() for _ in names]
+    counters = [CountingTransport() for _ in names]
     rooms = [_room(server, t, meeting, mode, c) for t, c in zip(tokens, counters, strict=True)]
     try:
         await asyncio.gather(*(r.join() for r in rooms))
@@ -100,7 +86,7 @@ async def late_join(server: DevServer, mode: str, run: int, idle: float) -> dict
     names = [f"{mode}{run}-bot{i}" for i in range(3)]
     tokens = [server.token(name) for name in names]
     meeting = await setup_meeting(server.url, tokens)
-    counters = [CountingHTTP() for _ in names]
+    counters = [CountingTransport() for _ in names]
     rooms = [_room(server, t, meeting, mode, c) for t, c in zip(tokens, counters, strict=True)]
     try:
         await asyncio.gather(rooms[0].join(), rooms[1].join())

@@ -23,9 +23,10 @@ import os
 import random
 import ssl
 import weakref
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import certifi
@@ -44,6 +45,9 @@ from signaling.errors import (
     application_error,
 )
 from signaling.functions import Function
+
+if TYPE_CHECKING:
+    from signaling.sync import SyncClient
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,19 @@ class Transport(Protocol):
         answers the status and the body. Raises HTTPFailure, with error=TLSError when no verified
         TLS connection could be made and error=AnswerTooLarge past `limit` bytes."""
         ...
+
+
+class CountingTransport:
+    """A Transport that counts the calls it carries, by function name (what a deployment bills),
+    over `inner` (default: the shared pool). For benchmarks and tests of call budgets."""
+
+    def __init__(self, inner: Transport | None = None) -> None:
+        self.calls: Counter[str] = Counter()
+        self._inner = inner
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], limit: int) -> Answer:
+        self.calls[url.rsplit("/", 1)[-1]] += 1
+        return await (self._inner or shared_http()).post(url, body, headers, limit)
 
 
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -228,6 +245,13 @@ class ConvexClient:
 
     def __repr__(self) -> str:
         return f"ConvexClient({self.url!r}, token={'***' if self._token else None})"
+
+    def sync_client(self) -> SyncClient:
+        """A client of the same deployment, token and CA bundle for the sync protocol: the
+        socket that pushes query results (signaling.sync)."""
+        from signaling.sync import SyncClient  # it builds on this module
+
+        return SyncClient(self.url, self._token or "", ca_file=self._ca_file)
 
     async def call(self, fn: Function, args: BaseModel | dict[str, Any]) -> Any:
         """Validate args, run the function, validate and parse the answer."""

@@ -23,7 +23,7 @@ class Function:
     result: Any
     retry_safe: bool
     """True when running the call twice has the effect of running it once."""
-    kind: Kind = "mutation"
+    kind: Kind
     """As the deployment declares it: only queries can be subscribed to (the sync protocol)."""
 
     @property
@@ -58,21 +58,27 @@ INITIALIZE_WEBRTC_ROOM = Function(
     _W + "initializeWebRTCRoom", m.InitializeRoomArgs, m.Room, True, kind="action"
 )
 CREATE_WEBRTC_SESSION = Function(
-    _W + "createWebRTCSession", m.SessionArgs, m.CreateSessionResult, True
+    _W + "createWebRTCSession", m.SessionArgs, m.CreateSessionResult, True, kind="mutation"
 )
 EXCHANGE_SESSION_DESCRIPTION = Function(
-    _W + "exchangeSessionDescription", m.ExchangeDescriptionArgs, None, False
+    _W + "exchangeSessionDescription", m.ExchangeDescriptionArgs, None, False, kind="mutation"
 )
-EXCHANGE_ICE_CANDIDATE = Function(_W + "exchangeICECandidate", m.ExchangeCandidateArgs, None, False)
+EXCHANGE_ICE_CANDIDATE = Function(
+    _W + "exchangeICECandidate", m.ExchangeCandidateArgs, None, False, kind="mutation"
+)
 GET_PENDING_SIGNALS = Function(
     _W + "getPendingSignals", m.PendingSignalsArgs, list[m.Signal], True, kind="query"
 )
-MARK_SIGNALS_PROCESSED = Function(_W + "markSignalsProcessed", m.MarkProcessedArgs, None, True)
+MARK_SIGNALS_PROCESSED = Function(
+    _W + "markSignalsProcessed", m.MarkProcessedArgs, None, True, kind="mutation"
+)
 GET_ACTIVE_SESSIONS = Function(
     _W + "getActiveSessions", m.MeetingArgs, list[m.ActiveSession], True, kind="query"
 )
-UPDATE_SESSION_STATE = Function(_W + "updateSessionState", m.UpdateSessionStateArgs, None, True)
-CLOSE_SESSION = Function(_W + "closeSession", m.SessionArgs, None, True)
+UPDATE_SESSION_STATE = Function(
+    _W + "updateSessionState", m.UpdateSessionStateArgs, None, True, kind="mutation"
+)
+CLOSE_SESSION = Function(_W + "closeSession", m.SessionArgs, None, True, kind="mutation")
 HANDLE_CONNECTION_FAILURE = Function(
     _W + "handleConnectionFailure",
     m.ConnectionFailureArgs,
@@ -86,14 +92,20 @@ MONITOR_CONNECTION_QUALITY = Function(
 GENERATE_PARTICIPANT_ACCESS_TOKEN = Function(
     _W + "generateParticipantAccessToken", m.AccessTokenArgs, m.AccessToken, True, kind="action"
 )
-CREATE_MEETING = Function(_L + "createMeeting", m.CreateMeetingArgs, m.CreateMeetingResult, False)
-ADD_PARTICIPANT = Function(
-    _L + "addParticipant", m.AddParticipantArgs, m.AddParticipantResult, False
+CREATE_MEETING = Function(
+    _L + "createMeeting", m.CreateMeetingArgs, m.CreateMeetingResult, False, kind="mutation"
 )
-START_MEETING = Function(_L + "startMeeting", m.MeetingArgs, m.StartMeetingResult, False)
-END_MEETING = Function(_L + "endMeeting", m.MeetingArgs, m.EndMeetingResult, False)
-JOIN_MEETING = Function(_L + "joinMeeting", m.MeetingArgs, m.JoinMeetingResult, True)
-LEAVE_MEETING = Function(_L + "leaveMeeting", m.MeetingArgs, m.Success, True)
+ADD_PARTICIPANT = Function(
+    _L + "addParticipant", m.AddParticipantArgs, m.AddParticipantResult, False, kind="mutation"
+)
+START_MEETING = Function(
+    _L + "startMeeting", m.MeetingArgs, m.StartMeetingResult, False, kind="mutation"
+)
+END_MEETING = Function(_L + "endMeeting", m.MeetingArgs, m.EndMeetingResult, False, kind="mutation")
+JOIN_MEETING = Function(
+    _L + "joinMeeting", m.MeetingArgs, m.JoinMeetingResult, True, kind="mutation"
+)
+LEAVE_MEETING = Function(_L + "leaveMeeting", m.MeetingArgs, m.Success, True, kind="mutation")
 GET_MEETING_CONNECTION_INFO = Function(
     _L + "getMeetingConnectionInfo", m.MeetingArgs, m.MeetingConnectionInfo, True, kind="query"
 )
@@ -105,7 +117,7 @@ GET_CURRENT_USER = Function(
     "users/queries/getCurrentUser", EmptyArgs, m.User | None, True, kind="query"
 )
 INGEST_TRANSCRIPT_CHUNK = Function(
-    _T + "ingestTranscriptChunk", m.TranscriptChunkArgs, m.IngestResult, False
+    _T + "ingestTranscriptChunk", m.TranscriptChunkArgs, m.IngestResult, False, kind="mutation"
 )
 GET_TRANSCRIPT_CHUNKS = Function(
     _T + "getTranscriptChunks", m.TranscriptChunksArgs, list[m.TranscriptChunk], True, kind="query"

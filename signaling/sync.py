@@ -56,12 +56,18 @@ log = logging.getLogger(__name__)
 WHERE = "sync"
 """The `function` our errors name: the socket, not one call."""
 OPEN_TIMEOUT = 5.0
+"""For the TCP connection, TLS and the upgrade together, as the HTTP transports' connect."""
 BACKOFF = (0.1, 5.0)
-"""First and longest wait between reconnects (doubling, with jitter)."""
+"""First and longest wait between reconnects (doubling, with jitter), as convex-js waits."""
 CLIENT = "connvo-agent-0.1.0"
 HEALTHY = 10.0
 """Seconds a socket must stay up before a drop starts the backoff over."""
+INACTIVE = 30.0
+"""A server silent this long is gone (convex-rs's SERVER_INACTIVITY_THRESHOLD)."""
 MAX_CHUNKS = 1024
+"""Parts of one chunked transition: with the 16 MiB cap, parts of 16 KiB at least."""
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError)
+"""What reading a message of the wrong shape raises (JSON and Unicode errors are ValueErrors)."""
 
 
 class SyncUnavailable(TransportError):
@@ -91,12 +97,18 @@ class Subscription:
     def _set(self, value: Any = None, error: ConnvoError | None = None) -> None:
         self.value, self.error, self.live = value, error, True
         self.updates += 1
-        self.on_change()
+        self._changed()
 
     def _lose(self) -> None:
         if self.live:
             self.live = False
+            self._changed()
+
+    def _changed(self) -> None:
+        try:
             self.on_change()
+        except Exception:  # the owner's fault, not the socket's: say so, keep reading
+            log.exception("on_change of %s failed", self.function.name)
 
 
 @dataclass
@@ -105,13 +117,16 @@ class _Link:
 
     ws: ClientConnection
     query_set: int = 0
-    version: dict[str, Any] = field(default_factory=dict)
+    version: dict[str, Any] = field(default_factory=lambda: dict(_ZERO_VERSION))
     opened: float = field(default_factory=time.monotonic)
     chunks: list[str] = field(default_factory=list)
     chunk_bytes: int = 0
 
 
 class SyncClient:
+    """One user's socket to one deployment: subscriptions to queries, their results pushed.
+    Owns its reconnects; `close()` ends them and the socket."""
+
     def __init__(
         self,
         url: str,
@@ -132,6 +147,8 @@ class SyncClient:
         self._subs: dict[int, Subscription] = {}
         self._link: _Link | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.error: ConnvoError | None = None
         """Why the client stopped for good (a refused token); None while it keeps trying."""
         self.connections = 0
@@ -143,12 +160,25 @@ class SyncClient:
     def live(self) -> bool:
         return self._link is not None
 
-    async def connect(self) -> None:
-        """Opens the socket, or raises: SyncUnavailable, Unauthorized, TLSError, TransportError.
-        From then on the client reconnects by itself until `close()`."""
-        if self._task is not None:
-            raise RuntimeError("this SyncClient is connected already")
-        link = await self._open(0, "InitialConnect")
+    async def connect(self, *, retry: bool = False) -> None:
+        """Opens the socket; from then on the client reconnects by itself until `close()`.
+        Raises SyncUnavailable (no protocol there), TLSError or Unauthorized, which retrying
+        would not change; a TransportError (the network) too, unless `retry`: then the client
+        keeps trying in the background, not `live` until it succeeds."""
+        if self._task is not None or self._closed:
+            raise RuntimeError("a SyncClient connects once")
+        try:
+            link: _Link | None = await self._open(0, "InitialConnect")
+        except (SyncUnavailable, TLSError, Unauthorized):
+            raise
+        except TransportError as e:
+            if not retry:
+                raise
+            log.info("%s; trying again in the background", e)
+            link = None
+        if self._closed:  # closed while connecting: the room left before its join finished
+            self._drop()
+            return
         self._task = asyncio.create_task(self._keep(link))
 
     async def subscribe(
@@ -165,16 +195,14 @@ class SyncClient:
         return sub
 
     async def close(self) -> None:
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        link, self._link = self._link, None
-        if link is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(link.ws.close(), 1.0)
-        for sub in self._subs.values():
-            sub._lose()
+        self._drop()
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=1.0)
 
     # --- the socket ----------------------------------------------------------------------------
 
@@ -194,6 +222,10 @@ class SyncClient:
             if status in (401, 403):
                 refused = f"the deployment refused the socket (HTTP {status})"
                 raise Unauthorized(WHERE, refused) from None
+            if status == 429 or status >= 500:  # busy or failing now, maybe not later
+                raise TransportError(
+                    WHERE, f"upgrade refused (HTTP {status})", sent=False
+                ) from None
             unavailable = f"no sync protocol here (HTTP {status})"
             raise SyncUnavailable(WHERE, unavailable, sent=False) from None
         except (OSError, TimeoutError, InvalidHandshake) as e:
@@ -201,8 +233,19 @@ class SyncClient:
             if tls is not None:
                 raise TLSError(WHERE, tls.reason, sent=False) from None
             raise TransportError(WHERE, f"cannot connect: {_reason(e)}", sent=False) from None
-        link = _Link(ws, version={"querySet": 0, "identity": 0, "ts": _ZERO_TS})
-        connect_message = {
+        link = _Link(ws)
+        try:
+            return await self._hello(link, count, last_close)
+        except BaseException:
+            if self._link is link:
+                self._link = None
+            ws.transport.abort()  # cancelled or failed before anyone could read it
+            raise
+
+    async def _hello(self, link: _Link, count: int, last_close: str) -> _Link:
+        """Connect, Authenticate and every subscription, then the link is live. A subscription
+        added while these went out is sent once the link is live."""
+        hello = {
             "type": "Connect",
             "sessionId": self._session_id,
             "connectionCount": count,
@@ -211,72 +254,88 @@ class SyncClient:
         }
         auth = {"type": "Authenticate", "tokenType": "User", "value": self._token, "baseVersion": 0}
         try:
-            await ws.send(json.dumps(connect_message))
-            await ws.send(json.dumps(auth))
-            if self._subs:
-                await self._modify(link, [_add(s) for s in self._subs.values()])
+            await link.ws.send(json.dumps(hello))
+            await link.ws.send(json.dumps(auth))
+            sent = dict(self._subs)
+            if sent:
+                await self._modify(link, [_add(s) for s in sent.values()])
+            self._link = link
+            late = [_add(s) for i, s in self._subs.items() if i not in sent]
+            if late:
+                await self._modify(link, late)
         except (WebSocketException, OSError) as e:
             raise TransportError(WHERE, f"socket closed: {_reason(e)}", sent=False) from None
-        self._link = link
         self.connections += 1
         return link
 
-    async def _keep(self, link: _Link) -> None:
+    async def _keep(self, link: _Link | None) -> None:
         """Reads until the socket drops, then reopens it with backoff; forever, unless the
         server refuses the token. The backoff starts over only after a socket that stayed up for
         HEALTHY seconds, so a server that accepts (even authenticates) and then fails is not
         hammered."""
-        attempt = 0
+        attempt, reason = 0, "InitialConnectFailed"
         while True:
-            reason = "unknown"
+            if link is not None:
+                reason = await self._read_until_lost(link)
+                if self.error is not None:
+                    return
+                attempt = 0 if time.monotonic() - link.opened >= HEALTHY else attempt
+                log.info("sync socket lost (%s); reconnecting", reason)
+            delay = min(self._backoff[1], self._backoff[0] * 2**attempt)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            attempt += 1
             try:
-                await self._read(link)
-                reason = "closed by the server"
+                link = await self._open(self.connections, reason)
             except Unauthorized as e:
                 self.error = e
-                log.info("%s; subscriptions stop", e)  # HTTP calls say it where it matters
-                self._drop()
                 return
-            except (ConnvoError, WebSocketException, OSError) as e:
-                reason = _reason(e)
+            except ConnvoError as e:
+                link, reason = None, str(e)
+            except Exception as e:  # a fault of ours must not end the reconnects silently
+                log.warning("sync: reconnecting failed: %r", e)
+                link, reason = None, type(e).__name__
+
+    async def _read_until_lost(self, link: _Link) -> str:
+        """Why the link ended; sets `error` when the server refused the token."""
+        try:
+            await self._read(link)
+            return "closed by the server"
+        except Unauthorized as e:
+            self.error = e
+            log.info("%s; subscriptions stop", e)  # HTTP calls say it where it matters
+            return str(e)
+        except (ConnvoError, WebSocketException, OSError) as e:
+            return _reason(e)
+        finally:
             self._drop()
-            attempt = 0 if time.monotonic() - link.opened >= HEALTHY else attempt
-            log.info("sync socket lost (%s); reconnecting", reason)
-            while True:
-                delay = min(self._backoff[1], self._backoff[0] * 2**attempt)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                attempt += 1
-                try:
-                    link = await self._open(self.connections, reason)
-                    break
-                except Unauthorized as e:
-                    self.error = e
-                    return
-                except ConnvoError as e:
-                    reason = str(e)
-                except Exception as e:  # a fault of ours must not end the reconnects silently
-                    log.warning("sync: reconnecting failed: %r", e)
-                    reason = type(e).__name__
 
     def _drop(self) -> None:
         link, self._link = self._link, None
         if link is not None:
-            asyncio.get_running_loop().create_task(link.ws.close())
+            task = asyncio.get_running_loop().create_task(link.ws.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         for sub in self._subs.values():
             sub._lose()
 
     async def _read(self, link: _Link) -> None:
         """Applies each message; one that is malformed anywhere (not text, not JSON, a field of
-        the wrong type) means the socket cannot be trusted: it is dropped and reopened."""
-        async for raw in link.ws:
+        the wrong type) means the socket cannot be trusted: it is dropped and reopened. A server
+        silent for INACTIVE seconds (it pings every 15) is gone, whatever TCP says."""
+        while True:
+            try:
+                async with asyncio.timeout(INACTIVE):
+                    raw = await link.ws.recv()
+            except TimeoutError:
+                raise ProtocolViolation(
+                    WHERE, f"the server was silent for {INACTIVE:.0f} s"
+                ) from None
             if not isinstance(raw, str):
                 raise ProtocolViolation(WHERE, "a binary message")
             try:
                 message = json.loads(raw)
                 self._receive(link, message if isinstance(message, dict) else {})
-            except (Unauthorized, ProtocolViolation):
-                raise
-            except Exception as e:
+            except MALFORMED as e:
                 raise ProtocolViolation(
                     WHERE, f"a malformed message ({type(e).__name__})"
                 ) from None
@@ -336,7 +395,7 @@ class SyncClient:
         await link.ws.send(json.dumps(message))
 
 
-_ZERO_TS = "AAAAAAAAAAA="  # u64 0, as Convex encodes it
+_ZERO_VERSION = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}  # ts: u64 0 in base64
 
 
 def _add(sub: Subscription) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 
 import pytest
-from relay import CountingHTTP, Cutter, Relay
+from relay import Cutter, Relay
 from test_room import connected_to, until
 from websockets.asyncio.server import serve
 
@@ -24,7 +24,8 @@ from agent.pump import PollSettings, SignalPump
 from agent.room import JoinRequest, Room, RoomSettings
 from signaling import functions as fn
 from signaling.api import ConnvoAPI
-from signaling.errors import TransportError, Unauthorized
+from signaling.client import CountingTransport
+from signaling.errors import Forbidden, TransportError, Unauthorized
 from signaling.models import Signal
 from signaling.sync import SyncClient, SyncUnavailable
 
@@ -58,7 +59,7 @@ async def test_a_mesh_meets_with_signals_pushed_or_polled(backend, signals):
 
 async def test_idle_rooms_read_nothing_and_a_late_joiner_is_answered_pushed(backend):
     meeting = await backend.meeting(3)
-    counts = [CountingHTTP() for _ in range(3)]
+    counts = [CountingTransport() for _ in range(3)]
     a, b, c = (room(meeting, i, http=counts[i]) for i in range(3))
     async with a, b:
         await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
@@ -256,3 +257,44 @@ async def test_a_server_that_fails_after_authenticating_is_not_hammered():
         await asyncio.sleep(2.0)
         await sync.close()
     assert 2 <= fake.connections <= 8  # ~24 when every transition reset the backoff
+
+
+async def test_a_failed_join_leaves_no_socket(backend):
+    meeting = await backend.meeting(2)
+    async with Cutter(backend.url) as cutter:
+        for _ in range(5):
+            r = room(meeting, 0, url=cutter.url)
+            r.meeting_id = "mtg_" + "0" * 26  # no such meeting: the join fails
+            with pytest.raises(Forbidden):
+                await r.join()
+        await until(lambda: cutter.sync_sockets == 0, timeout=3)
+        await asyncio.sleep(0.5)  # a socket left behind would reconnect by now
+        assert cutter.sync_sockets == 0
+
+
+async def test_a_socket_refused_at_first_is_opened_later_when_retrying(backend):
+    meeting = await backend.meeting(2)
+    async with Cutter(backend.url) as cutter:
+        cutter.cut(refuse_for=0.5)
+        sync = SyncClient(cutter.url, meeting.host.token, backoff=(0.1, 0.2))
+        await sync.connect(retry=True)
+        sub = await sync.subscribe(fn.GET_PENDING_SIGNALS, {"meetingId": meeting.id}, lambda: None)
+        assert not sync.live
+        try:
+            await until(lambda: sub.live and sub.value == [], timeout=5)
+        finally:
+            await sync.close()
+
+
+async def test_a_room_whose_socket_drops_polls_then_is_pushed_again(backend):
+    meeting = await backend.meeting(3)
+    async with Cutter(backend.url) as cutter:
+        a, b = room(meeting, 0, url=cutter.url), room(meeting, 1)
+        async with a, b:
+            await until(lambda: connected_to(a, [b]) and a.signals == "push")
+            cutter.cut()
+            await until(lambda: a.signals == "poll", timeout=3)
+            async with room(meeting, 2) as c:  # joins while a reads by polling or reconnects
+                await until(lambda: connected_to(a, [b, c]) and connected_to(c, [a, b]))
+            await until(lambda: a.signals == "push", timeout=10)
+            assert cutter.sync_sockets == 1

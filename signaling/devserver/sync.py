@@ -215,9 +215,6 @@ class SyncConnection:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one message or one flush at a time
 
-    def __hash__(self) -> int:
-        return id(self)
-
     def invalidate(self, query_id: int) -> None:
         self._dirty.add(query_id)
         self._wake.set()
@@ -447,8 +444,7 @@ def _version(version: dict[str, int]) -> dict[str, Any]:
 def _modification(path: str, outcome: Outcome) -> dict[str, Any]:
     if outcome.error is None:
         return {"type": "QueryUpdated", "value": outcome.value}
-    failed: dict[str, Any] = {"type": "QueryFailed", **_failure(path, outcome.error)}
-    return failed
+    return {"type": "QueryFailed", **_failure(path, outcome.error)}
 
 
 def _result(path: str, outcome: Outcome) -> dict[str, Any]:
