@@ -601,6 +601,18 @@ def _load_command(sub: Subparsers) -> None:
     _signals_option(p)
     p.add_argument("--poll-fast", type=_seconds(), default=0.25, metavar="S")
     p.add_argument("--poll-idle", type=_seconds(), default=2.0, metavar="S")
+    p.add_argument(
+        "--metrics-port",
+        type=_count(0, 65535),
+        metavar="PORT",
+        help="serve live Prometheus metrics at /metrics during the run (0 picks a free port)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        type=_ice_address,
+        metavar="ADDRESS",
+        help="with --metrics-port: the address to listen on (default 127.0.0.1)",
+    )
     p.set_defaults(run=_load)
 
 
@@ -609,6 +621,7 @@ def _load(args: argparse.Namespace) -> int:
 
     from agent.load.config import LoadConfig
     from agent.load.distributed import RayMissing
+    from agent.load.live import MetricsUnavailable
     from agent.load.metrics import exit_code
     from agent.load.report import table, write
     from agent.load.runner import Target, run_load
@@ -640,10 +653,21 @@ def _load(args: argparse.Namespace) -> int:
         target = Target(args.url, host_token, args.tokens, args.ca_file)
     elif args.tokens or args.host_token or args.ca_file:
         raise UsageError("--tokens, --host-token and --ca-file go with --url (a real deployment)")
+    if args.metrics_host and args.metrics_port is None:
+        raise UsageError("--metrics-host goes with --metrics-port")
     try:
-        result = run_load(config, target=target, workers=args.workers, ray=args.ray)
+        result = run_load(
+            config,
+            target=target,
+            workers=args.workers,
+            ray=args.ray,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host or "127.0.0.1",
+        )
     except RayMissing as e:
         raise UsageError(str(e)) from None
+    except MetricsUnavailable as e:
+        raise UsageError(f"--metrics-port {args.metrics_port}: {e}") from None
     print(table(result.summary), file=sys.stderr if args.json else sys.stdout)
     if args.report:
         write(result, args.report)

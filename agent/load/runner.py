@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.load.config import LoadConfig, MeetingPlan, plan_meetings, split
+from agent.load.live import LiveMetrics
 from agent.load.metrics import BotRecord, Usage, summarize
 from agent.load.progress import ProgressDisplay
 from agent.load.worker import Worker, WorkerResult
@@ -59,34 +61,59 @@ def run_load(
     workers: int | None = None,
     ray: str | None = None,
     quiet: bool = False,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> LoadResult:
-    """Runs the whole load and answers every bot's record; blocking (it owns the event loops)."""
+    """Runs the whole load and answers every bot's record; blocking (it owns the event loops).
+
+    `metrics_port`: serve live Prometheus metrics (agent.load.live) on metrics_host:port from
+    before the backend starts to the end of the run (0: any free port; the URL goes to stderr
+    unless `quiet`). MetricsUnavailable when it cannot listen there."""
     if ray is not None:
         from agent.load.distributed import require_ray
 
         require_ray()
-    if target is not None:
-        return _run(config, target, workers, ray, quiet, dev=False)
-    with (
-        tempfile.TemporaryDirectory(prefix="connvo-load-") as data,
-        DevServer(Path(data)) as server,
-    ):
-        tokens = tuple(server.token(f"load-bot{i}") for i in range(config.bots))
-        embedded = Target(server.url, server.token("load-host"), tokens)
-        return _run(config, embedded, workers, ray, quiet, dev=True)
+    live = None
+    if metrics_port is not None:
+        live = LiveMetrics(config.bots)
+        live.start(metrics_port, metrics_host)
+        if not quiet:
+            print(f"metrics: {live.url}", file=sys.stderr, flush=True)
+    try:
+        if target is not None:
+            return _run(config, target, workers, ray, quiet, dev=False, live=live)
+        with (
+            tempfile.TemporaryDirectory(prefix="connvo-load-") as data,
+            DevServer(Path(data)) as server,
+        ):
+            tokens = tuple(server.token(f"load-bot{i}") for i in range(config.bots))
+            embedded = Target(server.url, server.token("load-host"), tokens)
+            return _run(config, embedded, workers, ray, quiet, dev=True, live=live)
+    finally:
+        if live is not None:
+            live.close()
 
 
 def _run(
-    config: LoadConfig, target: Target, workers: int | None, ray: str | None, quiet: bool, dev: bool
+    config: LoadConfig,
+    target: Target,
+    workers: int | None,
+    ray: str | None,
+    quiet: bool,
+    dev: bool,
+    live: LiveMetrics | None = None,
 ) -> LoadResult:
     if len(target.tokens) < config.bots:
         raise ValueError(f"{config.bots} bots need {config.bots} tokens, got {len(target.tokens)}")
     meeting_ids = asyncio.run(setup_meetings(config, target, dev))
     plans = plan_meetings(config, target.url, meeting_ids, list(target.tokens), target.ca_file)
     display = ProgressDisplay(config.bots, quiet=quiet)
+    progress = display.update
+    if live is not None:
+        progress = _both(display.update, live.update)
     started = time.time()
     try:
-        results = _execute(config, plans, workers, ray, display.update)
+        results = _execute(config, plans, workers, ray, progress)
     finally:
         display.close()
         asyncio.run(_teardown(target, meeting_ids))
@@ -125,7 +152,16 @@ async def _in_process(
     while not task.done():
         progress({worker.name: worker.progress()})
         await asyncio.wait([task], timeout=0.5)
+    progress({worker.name: worker.progress()})  # the last phases and departures, as workers do
     return task.result()
+
+
+def _both(*callbacks: Callable[[dict[str, dict[str, Any]]], None]) -> Callable[..., None]:
+    def progress(workers: dict[str, dict[str, Any]]) -> None:
+        for callback in callbacks:
+            callback(workers)
+
+    return progress
 
 
 # --- meetings ----------------------------------------------------------------------------------

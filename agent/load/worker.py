@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.load.bot import LoadBot, MeetingState
 from agent.load.config import LoadConfig, MeetingPlan
@@ -33,15 +34,17 @@ class Worker:
         self._bots: list[LoadBot] = []
         self._meter = UsageMeter(self.name)
         self._last: Usage | None = None
+        self._reported: dict[int, set[str]] = {}
         for noisy in ("aiortc", "aioice", "agent.room", "agent.pump", "agent.peer"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
-    def progress(self) -> dict[str, float]:
+    def progress(self) -> dict[str, Any]:
         """Joined (has a session), connected (ready), failed, done; CPU % and RSS MB now."""
         records = [b.record for b in self._bots]
         last = self._last
         return {
             "bots": len(records),
+            "phases": self._new_phases(),
             "joined": sum("session_created" in r.phases for r in records),
             "connected": sum(r.ok for r in records),
             "failed": sum(r.failure_phase is not None for r in records),
@@ -74,3 +77,16 @@ class Worker:
             self._last = self._meter.read()
             into.append(self._last)
             await asyncio.sleep(SAMPLE_EVERY)
+
+    def _new_phases(self) -> list[tuple[str, float]]:
+        """(phase, ms from the join start) of each phase a bot reached since the previous call:
+        the live metrics' histograms (agent.load.live). A few per bot over a whole run."""
+        new = []
+        for bot in self._bots:
+            record = bot.record
+            reported = self._reported.setdefault(record.bot, set())
+            for phase, ms in record.phases.items():
+                if phase not in reported:
+                    reported.add(phase)
+                    new.append((phase, ms))
+        return new
