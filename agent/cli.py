@@ -464,6 +464,18 @@ def _target(args: argparse.Namespace) -> JoinTarget:
     )
 
 
+def _threshold(text: str) -> Any:
+    """--threshold's `metric[.stat] op number` (agent.load.thresholds)."""
+    from agent.load.thresholds import parse
+
+    try:
+        return parse(text)
+    except ValueError as e:
+        if _shown(text) != repr(text):  # a token in the wrong place is never echoed
+            raise Bad(f"{_shown(text)} is not metric[.stat] op number") from None
+        raise Bad(str(e)) from None
+
+
 def _signals_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--signals",
@@ -585,6 +597,19 @@ def _load_command(sub: Subparsers) -> None:
         "--report", type=_writable_dir, metavar="DIR", help="write JSON, CSV and report.html"
     )
     p.add_argument("--min-success", type=_percent, default=100.0, metavar="PCT")
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="fail the run unless EXPR holds, e.g. 'connected.p95<2000' (repeatable)",
+    )
+    p.add_argument(
+        "--allow-saturated",
+        action="store_true",
+        help="exit 0 even when a worker of the load generator was saturated",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as the last line")
     p.add_argument(
         "--workers", type=_count(0), metavar="K", help="processes (default: one per core)"
@@ -625,6 +650,7 @@ def _load(args: argparse.Namespace) -> int:
     from agent.load.metrics import exit_code
     from agent.load.report import table, write
     from agent.load.runner import Target, run_load
+    from agent.load.thresholds import apply
 
     config = LoadConfig(
         meetings=args.meetings,
@@ -668,13 +694,15 @@ def _load(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     except MetricsUnavailable as e:
         raise UsageError(f"--metrics-port {args.metrics_port}: {e}") from None
-    print(table(result.summary), file=sys.stderr if args.json else sys.stdout)
+    apply(result.summary, args.threshold)
+    out = sys.stderr if args.json else sys.stdout
+    print(table(result.summary, color=out.isatty()), file=out)
     if args.report:
         write(result, args.report)
         print(f"report: {args.report / 'report.html'}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.summary), flush=True)
-    return exit_code(result.summary, args.min_success)
+    return exit_code(result.summary, args.min_success, args.allow_saturated)
 
 
 def _transcribe_command(sub: Subparsers) -> None:

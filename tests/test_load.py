@@ -106,5 +106,8 @@ def test_a_load_on_a_local_ray_instance_merges_both_actors_records(tmp_path: Pat
     assert all(r.ok for r in result.records), [r.failure_code for r in result.records]
     assert len({r.worker for r in result.records}) == 2
     assert result.summary["load_generator"]["workers"] == 2
+    health = result.summary["generator"]["workers"]  # the actors' loop lag came back too
+    assert set(health) == {r.worker for r in result.records}
+    assert all(w["loop_lag_ms"]["p99"] > 0 for w in health.values())
     write(result, tmp_path)
     assert len(json.loads((tmp_path / "bots.json").read_text())) == 4

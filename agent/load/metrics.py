@@ -12,7 +12,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from agent.load import health
+
+if TYPE_CHECKING:
+    from agent.load.health import LagSample
 
 PHASES = (
     "room_initialized",
@@ -131,8 +136,15 @@ def distribution(values: list[float]) -> dict[str, float | int]:
     }
 
 
-def summarize(records: list[BotRecord], usage: list[Usage], config: dict[str, Any]) -> dict:
-    """The run in one JSON-able dict: success rate, phase distributions, failures, media, load."""
+def summarize(
+    records: list[BotRecord],
+    usage: list[Usage],
+    config: dict[str, Any],
+    loop_lag: dict[str, list[LagSample]] | None = None,
+) -> dict:
+    """The run in one JSON-able dict: success rate, phase distributions, failures, media, load,
+    the generator's health per worker (`loop_lag`: each worker's samples); `thresholds` is filled
+    by agent.load.thresholds.apply."""
     ok = sum(r.ok for r in records)
     failures: dict[str, int] = {}
     for r in records:
@@ -159,6 +171,8 @@ def summarize(records: list[BotRecord], usage: list[Usage], config: dict[str, An
             "polls": sum(r.signal_polls for r in records),
         },
         "load_generator": _load(usage),
+        "generator": health.generator(loop_lag or {}, usage, records),
+        "thresholds": [],
         "config": config,
     }
 
@@ -187,6 +201,11 @@ def per_second(usage: list[Usage]) -> dict[int, list[Usage]]:
     return {second: list(group.values()) for second, group in sorted(buckets.items())}
 
 
-def exit_code(summary: dict, min_success: float) -> int:
-    """Non-zero when fewer bots succeeded than asked for, so pipelines can gate on it."""
-    return 0 if summary["success_rate"] >= min_success else 1
+def exit_code(summary: dict, min_success: float, allow_saturated: bool = False) -> int:
+    """Non-zero when fewer bots succeeded than asked for, a threshold failed, or a worker of the
+    load generator was saturated (its figures measure the tool, unless `allow_saturated`), so
+    pipelines can gate on it."""
+    failed = summary["success_rate"] < min_success
+    failed |= any(not t["ok"] for t in summary.get("thresholds", []))
+    failed |= summary.get("generator", {}).get("saturated", False) and not allow_saturated
+    return 1 if failed else 0

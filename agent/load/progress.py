@@ -44,7 +44,8 @@ class ProgressDisplay:
             f"[{elapsed:5.0f}s] bots {self.total}: joined {total('joined'):.0f}"
             f"  connected {total('connected'):.0f}  failed {total('failed'):.0f}"
             f"  left {total('done'):.0f}  |  load generator: {len(workers)} workers,"
-            f" cpu {total('cpu_percent'):.0f}%  rss {total('rss_mb'):.0f} MB"
+            f" cpu {total('cpu_percent'):.0f}%  rss {total('rss_mb'):.0f} MB  loop lag p99 "
+            f"{max((p.get('loop_lag_p99_ms', 0) for p in workers.values()), default=0):.0f} ms"
         )
 
     def close(self) -> None:

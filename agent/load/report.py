@@ -12,16 +12,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.load.health import saturated_workers
 from agent.load.metrics import PHASES, BotRecord
 
 if TYPE_CHECKING:
     from agent.load.runner import LoadResult
 
 
-def table(summary: dict) -> str:
+RED, RESET = "\x1b[31m", "\x1b[0m"
+
+
+def table(summary: dict, color: bool = False) -> str:
+    """The summary for a terminal; `color`: saturation and failed thresholds in ANSI red."""
+    saturated = summary.get("generator", {}).get("saturated", False)
     lines = [
         f"bots {summary['bots']}: ok {summary['ok']}, failed {summary['failed']}, "
-        f"success {summary['success_rate']:.1f}%",
+        f"success {summary['success_rate']:.1f}%"
+        + (_red(", load generator SATURATED (below)", color) if saturated else ""),
         "",
         f"{'phase (ms)':18} {'count':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}",
     ]
@@ -48,7 +55,48 @@ def table(summary: dict) -> str:
         )
     for failure, count in sorted(summary["failures"].items()):
         lines.append(f"failed: {count} x {failure}")
-    return "\n".join(lines)
+    return "\n".join(lines + _health(summary, color) + _thresholds(summary, color))
+
+
+def _health(summary: dict, color: bool) -> list[str]:
+    """A line per worker of the generator, and the verdict when one was saturated."""
+    generator = summary.get("generator") or {}
+    lines = []
+    for name, w in generator.get("workers", {}).items():
+        span = f"over {w['steady_s']:.0f} s steady" if w["steady_s"] else "over the whole run"
+        line = (
+            f"generator {name}: loop lag p50 {w['loop_lag_ms']['p50']:.0f} ms, p99 "
+            f"{w['loop_lag_ms']['p99']:.0f} ms, cpu mean {w['cpu_percent_mean']:.0f}% {span}: "
+            + ("SATURATED" if w["saturated"] else "healthy")
+        )
+        lines.append(_red(line, color) if w["saturated"] else line)
+    if generator.get("saturated"):
+        verdict = "load generator SATURATED: these figures measure the load tester, not the backend"
+        lines += [_red(verdict, color), f"rule: {generator['rule']}"]
+    return lines
+
+
+def _thresholds(summary: dict, color: bool) -> list[str]:
+    results = summary.get("thresholds") or []
+    if not results:
+        return []
+    failed = sum(not t["ok"] for t in results)
+    lines = [f"thresholds: {len(results) - failed} passed, {failed} failed"]
+    for t in results:
+        line = f"  {'ok' if t['ok'] else 'FAIL':4}  {t['expression']:28} {_value(t)}"
+        lines.append(line if t["ok"] else _red(line, color))
+    return lines
+
+
+def _value(threshold: dict) -> str:
+    """A threshold's value, or null and why there is none."""
+    if threshold["value"] is None:
+        return f"null ({threshold.get('reason', 'no value')})"
+    return f"{threshold['value']:g}"
+
+
+def _red(text: str, color: bool) -> str:
+    return f"{RED}{text}{RESET}" if color else text
 
 
 def write(result: LoadResult, directory: Path) -> list[Path]:
@@ -78,6 +126,27 @@ def _csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _banners(summary: dict) -> str:
+    """Red boxes above everything: a saturated generator (each worker and its figures) and the
+    failed thresholds. Neither may be missed by someone who only glances at the page."""
+    boxes = []
+    workers = saturated_workers(summary)
+    if workers:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in workers)
+        rule = html.escape(summary["generator"]["rule"])
+        boxes.append(
+            f'<div class="alarm"><strong>Load generator saturated</strong>: these figures measure '
+            f"the load tester, not the backend.<ul>{items}</ul>Rule: {rule}.</div>"
+        )
+    failed = [t for t in summary.get("thresholds") or [] if not t["ok"]]
+    if failed:
+        items = "".join(
+            f"<li>{html.escape(t['expression'])}: {html.escape(_value(t))}</li>" for t in failed
+        )
+        boxes.append(f'<div class="alarm"><strong>Thresholds failed</strong><ul>{items}</ul></div>')
+    return "\n".join(boxes)
+
+
 def page(summary: dict, records: list[BotRecord], png: bytes) -> str:
     image = base64.b64encode(png).decode()
     failed = [r for r in records if not r.ok]
@@ -97,8 +166,11 @@ def page(summary: dict, records: list[BotRecord], png: bytes) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>connvo-agent load report</title>
 <style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head>
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}
+.alarm{{background:#fde8e8;border:2px solid #c00;color:#900;padding:.5em 1em;margin:1em 0}}
+</style></head>
 <body><h1>connvo-agent load report</h1>
+{_banners(summary)}
 <pre>{html.escape(table(summary))}</pre>
 <img alt="plots" src="data:image/png;base64,{image}">
 {failures}

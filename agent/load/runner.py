@@ -119,7 +119,8 @@ def _run(
         asyncio.run(_teardown(target, meeting_ids))
     records = sorted((r for res in results for r in res.records), key=lambda r: r.bot)
     usage = [u for res in results for u in res.usage]
-    summary = summarize(records, usage, config.as_json())
+    loop_lag = {res.worker: res.loop_lag for res in results}
+    summary = summarize(records, usage, config.as_json(), loop_lag)
     return LoadResult(records, usage, summary, started)
 
 

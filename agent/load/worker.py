@@ -1,7 +1,8 @@
 """One load worker: many bots in one event loop, sharing its HTTP pool and its encoded media.
 
 The driver runs one worker per core (processes, or Ray actors); each gets whole meetings. A worker
-counts its bots' progress for the live display and samples its own CPU and memory every second.
+counts its bots' progress for the live display, samples its own CPU and memory every second, and
+measures its event loop's lag (agent.load.health): the generator's own health.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from agent.load.bot import LoadBot, MeetingState
 from agent.load.config import LoadConfig, MeetingPlan
+from agent.load.health import LagSample, LoopLagMeter
 from agent.load.http import LoadHTTP
 from agent.load.metrics import BotRecord, Usage, UsageMeter
 
@@ -26,6 +28,8 @@ SAMPLE_EVERY = 1.0
 class WorkerResult:
     records: list[BotRecord] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)
+    worker: str = ""
+    loop_lag: list[LagSample] = field(default_factory=list)
 
 
 class Worker:
@@ -35,11 +39,13 @@ class Worker:
         self._meter = UsageMeter(self.name)
         self._last: Usage | None = None
         self._reported: dict[int, set[str]] = {}
+        self._lag = LoopLagMeter()
         for noisy in ("aiortc", "aioice", "agent.room", "agent.pump", "agent.peer"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
     def progress(self) -> dict[str, Any]:
-        """Joined (has a session), connected (ready), failed, done; CPU % and RSS MB now."""
+        """Joined (has a session), connected (ready), failed, done; CPU %, RSS MB, and the loop
+        lag p50/p99 (ms) and `saturated` over the last seconds (LoopLagMeter.live) now."""
         records = [b.record for b in self._bots]
         last = self._last
         return {
@@ -51,22 +57,27 @@ class Worker:
             "done": sum(r.left_at is not None for r in records),
             "cpu_percent": last.cpu_percent if last else 0.0,
             "rss_mb": last.rss_mb if last else 0.0,
+            **self._lag.live(),
         }
 
     async def run(self, config: LoadConfig, plans: list[MeetingPlan], t0: float) -> WorkerResult:
         """Every bot of `plans`, each starting at t0 + its offset (t0: epoch seconds)."""
-        result = WorkerResult()
+        result = WorkerResult(worker=self.name, loop_lag=self._lag.samples)
         pools = {ca: LoadHTTP(ca) for ca in {plan.ca_file for plan in plans}}  # one, in practice
         for plan in plans:
             meeting, http = MeetingState(plan), pools[plan.ca_file]
             self._bots += [LoadBot(spec, meeting, config, self.name, http) for spec in plan.bots]
-        sampler = asyncio.create_task(self._sample(result.usage))
+        samplers = [
+            asyncio.create_task(self._sample(result.usage)),
+            asyncio.create_task(self._lag.run()),
+        ]
         try:
             result.records = list(await asyncio.gather(*(bot.run(t0) for bot in self._bots)))
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            for sampler in samplers:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
             result.usage.append(self._meter.read())
             for pool in pools.values():
                 await pool.aclose()
