@@ -464,6 +464,15 @@ def _target(args: argparse.Namespace) -> JoinTarget:
     )
 
 
+def _impairment(text: str) -> Any:
+    from agent.media.impair import Impairment
+
+    try:
+        return Impairment.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _threshold(text: str) -> Any:
     """--threshold's `metric[.stat] op number` (agent.load.thresholds)."""
     from agent.load.thresholds import parse
@@ -627,6 +636,13 @@ def _load_command(sub: Subparsers) -> None:
     p.add_argument("--poll-fast", type=_seconds(), default=0.25, metavar="S")
     p.add_argument("--poll-idle", type=_seconds(), default=2.0, metavar="S")
     p.add_argument(
+        "--impair",
+        type=_impairment,
+        default=None,
+        metavar="loss=PCT,delay=MS,jitter=MS",
+        help="impair every packet the bots send (any subset), e.g. loss=5 or delay=200,jitter=30",
+    )
+    p.add_argument(
         "--metrics-port",
         type=_count(0, 65535),
         metavar="PORT",
@@ -665,6 +681,7 @@ def _load(args: argparse.Namespace) -> int:
         signals=args.signals,
         poll_fast=args.poll_fast,
         poll_idle=args.poll_idle,
+        **({"impair": args.impair} if args.impair else {}),
     )
     target = None
     if args.url:

@@ -8,7 +8,9 @@ The frames each bot receives per remote stream in the same window are counted to
 worker (senders or receivers falling behind) is not cheap, it is failing, so "at rate" scales
 raw by the share of the asked frame rate that arrived, and the sizes default to loads where each
 side still delivers what it can (naive av cannot reach 15 fps with even one meeting of 4 here).
-Both sides use the same signaling path, window, media and frame rates.
+Both sides use the same signaling path, window, media, frame rates, encoder bitrates (naive
+senders are held at ours': 300 kbps VP8, 32 kbps Opus) and, by default, number of bots; every
+bot stays through the CPU window (`left_in_window` says so: 0).
 
 - ours: media encoded once per process and fanned out as packets; remote media counted, not decoded.
 - naive: what plain aiortc bots do: each bot makes its own frames, every sender encodes them
@@ -16,7 +18,8 @@ Both sides use the same signaling path, window, media and frame rates.
 
 `--signals push|poll|both` (default both): ours is measured with signals pushed over the sync
 protocol (one socket per bot) and polled, side by side; naive bots push. The 200-participant
-target runs once per mode.
+target runs once per mode. `ours-noqoe` is ours without the QoE accounting of the counting
+receivers (freezes, delay, concealment), to show what it costs.
 
     .venv/bin/python scripts/bench_load.py            # about 6 minutes on 2 cores
     .venv/bin/python scripts/bench_load.py --json --skip-target --media av --signals push
@@ -37,6 +40,7 @@ from agent.load.config import LoadConfig, plan_meetings
 from agent.load.metrics import UsageMeter
 from agent.load.runner import Target, run_load, setup_meetings
 from agent.load.worker import Worker
+from agent.media import encoded
 from signaling.devserver.process import DevServer
 
 SETTLE = 2.0  # seconds after the last bot is ready before the CPU window opens
@@ -54,8 +58,9 @@ async def _steady_cpu(config: LoadConfig, plans, window: float) -> dict:
     cpu0, wall0 = meter.cpu_seconds(), time.monotonic()
     await asyncio.sleep(window)
     cpu, wall = meter.cpu_seconds() - cpu0, time.monotonic() - wall0
-    frames = _frames(worker)
+    frames, closed = _frames(worker), time.time()
     result = await task
+    left = sum(r.left_at is not None and r.left_at < closed for r in result.records)
     ok = sum(r.ok for r in result.records)
     streams = config.bots * (config.participants - 1)  # remote streams of each kind received
     fps = {k: round((frames[k] - frames0[k]) / wall / streams, 1) for k in config.kinds}
@@ -65,6 +70,7 @@ async def _steady_cpu(config: LoadConfig, plans, window: float) -> dict:
     return {
         "bots": config.bots,
         "ok": ok,
+        "left_in_window": left,  # must be 0: the window holds every bot
         "cpu_fraction": round(cpu / wall, 3),
         "fps_in": fps,
         "delivered": round(delivered, 3),
@@ -86,7 +92,24 @@ def _frames(worker: Worker) -> dict[str, int]:
     return total
 
 
+def _same_bitrates() -> None:
+    """Naive senders encode at ours' bitrates (VIDEO_BITRATE, AUDIO_BITRATE), fixed: aiortc's
+    own start VP8 at 500 kbps (REMB takes it to 1.5 Mbps) and Opus at 96 kbps."""
+    from aiortc.codecs import opus, vpx
+
+    vpx.DEFAULT_BITRATE = vpx.MIN_BITRATE = vpx.MAX_BITRATE = encoded.VIDEO_BITRATE
+    start = opus.OpusEncoder.__init__
+
+    def init(self: opus.OpusEncoder) -> None:
+        start(self)
+        self.codec.bit_rate = encoded.AUDIO_BITRATE
+
+    opus.OpusEncoder.__init__ = init  # type: ignore[method-assign]
+
+
 def _measure_in_child(config: LoadConfig, url: str, tokens: list[str], host: str, window: float):
+    if not config.shared_media:
+        _same_bitrates()
     meeting_ids = asyncio.run(setup_meetings(config, Target(url, host, tuple(tokens)), True))
     plans = plan_meetings(config, url, meeting_ids, tokens)
     return asyncio.run(_steady_cpu(config, plans, window))
@@ -107,23 +130,26 @@ def measure(server: DevServer, config: LoadConfig, window: float, tag: str) -> d
 def bench(args: argparse.Namespace) -> dict:
     results: dict = {"participants_per_core": {}}
     modes = ["push", "poll"] if args.signals == "both" else [args.signals]
-    variants = [(f"ours-{mode}", True, mode) for mode in modes] + [("naive", False, modes[0])]
+    variants = [(f"ours-{mode}", True, mode, True) for mode in modes]
+    variants += [("ours-noqoe", True, modes[0], False), ("naive", False, modes[0], True)]
     sizes = {
-        "none": (args.meetings_none, args.naive_none),
-        "audio": (args.meetings_audio, args.naive_audio),
-        "av": (args.meetings_av, args.naive_av),
+        "none": (args.meetings_none, args.naive_none or args.meetings_none),
+        "audio": (args.meetings_audio, args.naive_audio or args.meetings_audio),
+        "av": (args.meetings_av, args.naive_av or args.meetings_av),
     }
     with tempfile.TemporaryDirectory(prefix="connvo-bench-") as data, DevServer(Path(data)) as srv:
         for media, (meetings, naive_meetings) in sizes.items():
             if media not in args.media:
                 continue
             row = {}
-            for variant, shared, signals in variants:
+            for variant, shared, signals, qoe in variants:
+                if variant == "ours-noqoe" and media == "none":
+                    continue  # no media, nothing to account
                 n = meetings if shared else naive_meetings
                 config = LoadConfig(
                     meetings=n,
                     participants=4,
-                    duration=args.window + SETTLE + 1,
+                    duration=args.window + SETTLE + 4 * n / args.ramp + 2,  # no one leaves early
                     ramp=args.ramp,
                     media=media,
                     video_size=(320, 240),
@@ -132,6 +158,7 @@ def bench(args: argparse.Namespace) -> dict:
                     decode=not shared,
                     join_timeout=60,
                     signals=signals,  # type: ignore[arg-type]
+                    qoe=qoe,
                 )
                 row[variant] = measure(srv, config, args.window, f"{media}-{variant}")
                 print(f"{media:5} {variant:10}: {row[variant]}", flush=True)
@@ -170,11 +197,11 @@ def main() -> None:
     parser.add_argument("--meetings-none", type=int, default=12)
     parser.add_argument("--meetings-audio", type=int, default=6)
     parser.add_argument("--meetings-av", type=int, default=3)
-    # Sizes where one worker still delivers (nearly) the asked frame rate; more only starves.
-    # Naive av cannot: one meeting of 4 already gets ~10 of 15 fps on this 2-core machine.
-    parser.add_argument("--naive-none", type=int, default=6, help="naive bots: meetings")
-    parser.add_argument("--naive-audio", type=int, default=1)
-    parser.add_argument("--naive-av", type=int, default=1)
+    # Naive bots: as many as ours by default, so the two are compared on the same load (a
+    # naive worker that starves shows it in its delivered frame rate, and "at rate" counts it).
+    parser.add_argument("--naive-none", type=int, help="naive bots' meetings (default: as ours)")
+    parser.add_argument("--naive-audio", type=int)
+    parser.add_argument("--naive-av", type=int)
     parser.add_argument("--target-ramp", type=float, default=10.0)
     parser.add_argument("--media", nargs="+", default=["none", "audio", "av"])
     parser.add_argument("--skip-target", action="store_true")

@@ -16,14 +16,18 @@ from agent.events import ChatMessage, ConnectionStateChanged, Event, TrackReceiv
 from agent.ice import IceOptions
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
 from agent.load.http import LoadHTTP
-from agent.load.metrics import BotRecord
+from agent.load.metrics import BotRecord, bot_qoe
+from agent.media.counting import received_streams
 from agent.media.encoded import SharedOutgoing
+from agent.media.qoe import StreamQoE
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
 from agent.pump import PollSettings
 from agent.room import JoinRequest, Room, RoomSettings
 from signaling.api import ConnvoAPI
 
 CHECK_EVERY = 0.2
+QOE_EVERY = 2.0
+AUDIO_FPS = 50  # 20 ms Opus frames
 
 
 class MeetingState:
@@ -77,6 +81,7 @@ class LoadBot:
         self._ice_failed = False
         self._chat_from: set[str] = set()
         self._first_frame: dict[str, float] = {}
+        self._seen_streams: dict[int, tuple[str, StreamQoE]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def run(self, t0: float) -> BotRecord:
@@ -88,7 +93,7 @@ class LoadBot:
             await self._join_and_wait()
             if record.ok:
                 await self._chat()
-                await asyncio.sleep(self.config.duration)
+                await self._stay()
                 self._collect()
             if self.room.replaced:  # two runs sharing tokens: each user is one participant
                 self.record.fail("in_meeting", "REPLACED", str(Replaced()))
@@ -172,11 +177,45 @@ class LoadBot:
             await self.room.send_chat(f"hello from bot {self.spec.index}")
             self.record.chat_sent = 1
 
+    async def _stay(self) -> None:
+        """The bot's stay, its QoE sampled every QOE_EVERY seconds for the report's plot."""
+        end = time.monotonic() + self.config.duration
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(QOE_EVERY, left))
+            streams = self._streams()
+            moses = [q.mos() for _, q in streams if q.kind == "audio"]
+            known = [m for m in moses if m is not None]
+            freezes = sum(q.freeze_count for _, q in streams)
+            self.record.qoe_timeline.append((time.time(), min(known, default=None), freezes))
+
+    def _streams(self) -> list[tuple[str, StreamQoE]]:
+        """The streams received now; each is also remembered, so one whose sender left before
+        this bot's stay ended is still reported."""
+        now = [
+            (user, q)
+            for user, peer in self.room.peers.items()
+            if peer.pc is not None
+            for q in received_streams(peer.pc)
+        ]
+        self._seen_streams.update((id(q), (user, q)) for user, q in now)
+        return now
+
+    def _collect_qoe(self) -> None:
+        now, sent = time.monotonic(), {"audio": AUDIO_FPS, "video": self.config.fps}
+        for _, q in self._streams():
+            q.close(now)  # a stream still received: frozen since its last frame, if it stopped
+        for user, q in self._seen_streams.values():
+            kinds = self.record.streams.setdefault(user, {})
+            name = q.kind if q.kind not in kinds else f"{q.kind}{len(kinds) + 1}"
+            kinds[name] = q.summary(sent[q.kind])
+        self.record.qoe = bot_qoe(self.record.streams)
+
     def _collect(self) -> None:
         record, room = self.record, self.room
         record.peers_connected = max(record.peers_connected, len(room.connected_peers()))
         record.chat_received = len(self._chat_from)
         record.signals, record.signal_polls = room.signals, room.signal_polls
+        self._collect_qoe()
         record.quality = {user: q.as_stats() for user, q in room.quality.items()}
         if room.received is not None:
             for kind, count in room.received.kinds.items():

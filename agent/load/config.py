@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from agent.media.impair import Impairment
+
 MEDIA = {"none": (), "audio": ("audio",), "video": ("video",), "av": ("audio", "video")}
 
 
@@ -38,6 +40,10 @@ class LoadConfig:
     poll_idle: float = 2.0
     discovery_interval: float = 5.0
     ice_addresses: tuple[str, ...] | None = ("127.0.0.1",)
+    qoe: bool = True
+    """Measure what participants experience in the counting receivers (off: to see its cost)."""
+    impair: Impairment = field(default_factory=Impairment)
+    """Loss, delay and jitter on every packet the bots send (`--impair`)."""
     relay_only_bots: frozenset[int] = field(default_factory=frozenset)
     """Bots (global indices) given a relay-only ICE policy with no TURN: an injected ICE failure."""
 

@@ -63,6 +63,15 @@ class BotRecord:
     """getPendingSignals calls: billed function calls, none while pushed."""
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per remote user: bitrate (bits/s), packetLoss (%), latency (RTT ms), jitter (ms)."""
+    streams: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
+    """Per remote user and kind: what a participant experienced of that stream (agent.media.qoe:
+    frames, e2e_latency_p50/p95_ms, and freeze_count, freeze_ratio, fps, fps_ratio for video,
+    concealed_ratio and mos for audio)."""
+    qoe: dict[str, float | None] = field(default_factory=dict)
+    """The bot's QoE in one line: mos (its worst audio stream), freeze_count, freeze_ratio (frozen
+    / watched), fps_ratio (received / sent frames), e2e_latency_p50/p95_ms (over its streams)."""
+    qoe_timeline: list[tuple[float, float | None, int]] = field(default_factory=list)
+    """(epoch s, mos, freezes so far) every few seconds of the stay, for the report's plot."""
 
     def fail(self, phase: str, code: str, message: str = "") -> None:
         self.ok = False
@@ -76,7 +85,9 @@ class BotRecord:
 
     def as_row(self) -> dict[str, Any]:
         """One flat CSV row: phases and quality as columns."""
-        row = {k: v for k, v in asdict(self).items() if k not in ("phases", "quality")}
+        skip = ("phases", "quality", "streams", "qoe", "qoe_timeline")
+        row = {k: v for k, v in asdict(self).items() if k not in skip}
+        row.update({f"qoe_{k}": v for k, v in self.qoe.items()})
         for phase in PHASES:
             row[f"{phase}_ms"] = self.phases.get(phase)
         for name in ("bitrate", "packetLoss", "latency", "jitter"):
@@ -172,9 +183,62 @@ def summarize(
         },
         "load_generator": _load(usage),
         "generator": health.generator(loop_lag or {}, usage, records),
+        "qoe": qoe_summary(records),
         "thresholds": [],
         "config": config,
     }
+
+
+def bot_qoe(streams: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float | None]:
+    """One bot's QoE from its streams (BotRecord.streams): see BotRecord.qoe."""
+    kinds = [k for by_kind in streams.values() for k in by_kind.items()]
+    video = [s for kind, s in kinds if kind.startswith("video")]
+    moses = [s["mos"] for kind, s in kinds if kind.startswith("audio") and s.get("mos")]
+    p50s = [s["e2e_latency_p50_ms"] for _, s in kinds if s.get("e2e_latency_p50_ms") is not None]
+    p95s = [s["e2e_latency_p95_ms"] for _, s in kinds if s.get("e2e_latency_p95_ms") is not None]
+    watched = sum(s.get("watched_s") or 0 for s in video)
+    sent = sum(s.get("frames_sent") or 0 for s in video)
+    frozen = sum(s.get("freeze_time_s") or 0 for s in video)
+    return {
+        "mos": min(moses, default=None),
+        "freeze_count": sum(s.get("freeze_count") or 0 for s in video),
+        "freeze_ratio": round(frozen / watched, 4) if watched else None,
+        "fps_ratio": round(sum(s["frames"] or 0 for s in video) / sent, 3) if sent else None,
+        "e2e_latency_p50_ms": round(nearest_rank(p50s, 50), 1) if p50s else None,
+        "e2e_latency_p95_ms": max(p95s, default=None),
+    }
+
+
+def qoe_summary(records: list[BotRecord]) -> dict[str, Any]:
+    """Over every received stream of every bot: MOS p5/p50 (audio), freezes and the frozen share
+    of watched time (video), received over sent frames, end-to-end delay (the median of the
+    streams' p50s, the p95 of their p95s)."""
+    streams = [k for r in records for kinds in r.streams.values() for k in kinds.items()]
+    video = [s for kind, s in streams if kind.startswith("video")]
+    audio = [s for kind, s in streams if kind.startswith("audio")]
+    moses = [s["mos"] for s in audio if s.get("mos") is not None]
+    p50s = [s["e2e_latency_p50_ms"] for _, s in streams if s.get("e2e_latency_p50_ms") is not None]
+    p95s = [s["e2e_latency_p95_ms"] for _, s in streams if s.get("e2e_latency_p95_ms") is not None]
+    watched = sum(s.get("watched_s") or 0 for s in video)
+    sent = sum(s.get("frames_sent") or 0 for s in video)
+    return {
+        "streams": {"audio": len(audio), "video": len(video)},
+        "mos": _stats(moses, (5, 50), 2),
+        "freeze_count": sum(s.get("freeze_count") or 0 for s in video),
+        "freeze_ratio": round(sum(s.get("freeze_time_s") or 0 for s in video) / watched, 4)
+        if watched
+        else None,
+        "fps_ratio": round(sum(s["frames"] or 0 for s in video) / sent, 3) if sent else None,
+        "concealed_ratio": _stats([s.get("concealed_ratio") or 0 for s in audio], (50, 95), 4),
+        "e2e_latency_ms": {
+            "p50": round(nearest_rank(p50s, 50), 1) if p50s else None,
+            "p95": round(nearest_rank(p95s, 95), 1) if p95s else None,
+        },
+    }
+
+
+def _stats(values: list[float], pcts: tuple[int, ...], digits: int) -> dict[str, float | None]:
+    return {f"p{p}": round(nearest_rank(values, p), digits) if values else None for p in pcts}
 
 
 def _load(usage: list[Usage]) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """The report's plots, drawn with matplotlib's Agg backend (no display) into PNG bytes:
 phase latency distributions, participants connected over time, the load generator's CPU and
-memory over time, media quality per peer."""
+memory over time, media quality per peer, and what participants experienced over time (MOS and
+video freezes)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from agent.load.metrics import PHASES, BotRecord, Usage, per_second
 
 
 def figure(records: list[BotRecord], usage: list[Usage], started_at: float) -> bytes:
-    """All four plots in one PNG, 2 x 2."""
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), dpi=90)
+    """All five plots in one PNG, 3 x 2."""
+    fig, axes = plt.subplots(3, 2, figsize=(13, 12.5), dpi=90)
     phases(axes[0][0], records)
     connected(axes[0][1], records, started_at)
     load(axes[1][0], usage, started_at)
     quality(axes[1][1], records)
+    experience(axes[2][0], records, started_at)
+    axes[2][1].axis("off")
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png")
@@ -89,4 +92,28 @@ def quality(ax, records: list[BotRecord]) -> None:
     ax.set_xlabel("RTT ms")
     ax.set_ylabel("received kbit/s")
     ax.set_title(f"Media quality per peer ({len(points)} peer links; size: loss %)")
+    ax.grid(alpha=0.3)
+
+
+def experience(ax, records: list[BotRecord], started_at: float) -> None:
+    """MOS (p50 and the worst bot) and video freezes so far, over every bot's stay (BotRecord.
+    qoe_timeline), in seconds buckets of the run."""
+    buckets: dict[int, list[tuple[float | None, int]]] = {}
+    for r in records:
+        for at, mos, freezes in r.qoe_timeline:
+            buckets.setdefault(int(at - started_at), []).append((mos, freezes))
+    times = sorted(buckets)
+    moses = [sorted(m for m, _ in buckets[t] if m is not None) for t in times]
+    shown = [(t, m) for t, m in zip(times, moses, strict=True) if m]
+    if shown:
+        ax.plot([t for t, _ in shown], [m[len(m) // 2] for _, m in shown], label="MOS p50")
+        ax.plot([t for t, _ in shown], [m[0] for _, m in shown], label="MOS worst bot")
+    ax.set_ylim(1, 4.6)
+    ax.set_ylabel("MOS (E-model)")
+    ax.set_xlabel("s since start")
+    twin = ax.twinx()
+    twin.step(times, [sum(f for _, f in buckets[t]) for t in times], color="tab:red", where="post")
+    twin.set_ylabel("video freezes so far (all bots)", color="tab:red")
+    ax.legend(loc="lower left")
+    ax.set_title("What participants experienced")
     ax.grid(alpha=0.3)

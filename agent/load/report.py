@@ -47,6 +47,7 @@ def table(summary: dict, color: bool = False) -> str:
             f"{media['latency']['p95']:.0f} ms, jitter {media['jitter']['p50']:.0f}/"
             f"{media['jitter']['p95']:.0f} ms"
         )
+    lines += _experience(summary.get("qoe") or {})
     load = summary["load_generator"]
     if load:
         lines.append(
@@ -177,3 +178,33 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}
 <h2>Configuration</h2><pre>{config}</pre>
 </body></html>
 """
+
+
+def _experience(qoe: dict) -> list[str]:
+    """What participants experienced, in two lines (agent.media.qoe), when media was received."""
+    streams = qoe.get("streams") or {}
+    lines = []
+    if streams.get("audio"):
+        mos, hidden = qoe["mos"], qoe["concealed_ratio"]
+        lines.append(
+            f"audio ({streams['audio']} streams): MOS p5/p50 {_num(mos['p5'], 2)}/"
+            f"{_num(mos['p50'], 2)}, concealed p50/p95 {_pct(hidden['p50'])}/{_pct(hidden['p95'])}"
+        )
+    if streams.get("video"):
+        lines.append(
+            f"video ({streams['video']} streams): {qoe['freeze_count']} freezes,"
+            f" frozen {_pct(qoe['freeze_ratio'])} of the time, frames {_pct(qoe['fps_ratio'])}"
+            " of those sent"
+        )
+    if lines:
+        e2e = qoe["e2e_latency_ms"]
+        lines.append(f"end-to-end delay p50/p95: {_num(e2e['p50'], 0)}/{_num(e2e['p95'], 0)} ms")
+    return lines
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"

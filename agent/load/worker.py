@@ -20,6 +20,7 @@ from agent.load.config import LoadConfig, MeetingPlan
 from agent.load.health import LagSample, LoopLagMeter
 from agent.load.http import LoadHTTP
 from agent.load.metrics import BotRecord, Usage, UsageMeter
+from agent.media import counting, encoded
 
 SAMPLE_EVERY = 1.0
 
@@ -58,11 +59,14 @@ class Worker:
             "cpu_percent": last.cpu_percent if last else 0.0,
             "rss_mb": last.rss_mb if last else 0.0,
             **self._lag.live(),
+            **_live_qoe(records),
         }
 
     async def run(self, config: LoadConfig, plans: list[MeetingPlan], t0: float) -> WorkerResult:
         """Every bot of `plans`, each starting at t0 + its offset (t0: epoch seconds)."""
         result = WorkerResult(worker=self.name, loop_lag=self._lag.samples)
+        encoded.IMPAIRMENT = config.impair  # every shared-packet sender of this process
+        counting.MEASURE_QOE = config.qoe
         pools = {ca: LoadHTTP(ca) for ca in {plan.ca_file for plan in plans}}  # one, in practice
         for plan in plans:
             meeting, http = MeetingState(plan), pools[plan.ca_file]
@@ -101,3 +105,14 @@ class Worker:
                     reported.add(phase)
                     new.append((phase, ms))
         return new
+
+
+def _live_qoe(records: list[BotRecord]) -> dict[str, float]:
+    """The bots' latest QoE samples (BotRecord.qoe_timeline), for the live metrics: MOS p50 of
+    the bots that hear audio, and their freezes so far."""
+    latest = [r.qoe_timeline[-1] for r in records if r.qoe_timeline and r.left_at is None]
+    moses = sorted(m for _, m, _ in latest if m is not None)
+    live: dict[str, float] = {"freeze_count": sum(f for _, _, f in latest)} if latest else {}
+    if moses:
+        live["mos_p50"] = moses[(len(moses) - 1) // 2]
+    return live

@@ -14,6 +14,9 @@ every 2 s anyway).
 `agent.aiortc_patches` installs the three replacements below in aiortc; each decides per call
 from a context variable that the Room sets in its own context (`COUNTED`), or from the receiver
 that decision marked, so counting and decoding rooms share a process.
+
+Each stream also keeps what a participant would have experienced of it (`agent.media.qoe`:
+freezes, frame rate, concealment, end-to-end delay, MOS); `received_streams(pc)` reads them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCRtpReceiver, codecs, rtcrtpreceiver
+
+from agent.media.qoe import StreamQoE
 
 
 @dataclass
@@ -53,6 +58,8 @@ class ReceiveTally:
 
 
 COUNTED: ContextVar[ReceiveTally | None] = ContextVar("COUNTED", default=None)
+MEASURE_QOE = True
+"""Off only to measure what QoE accounting costs (scripts/bench_load.py, LoadConfig.qoe)."""
 
 
 class _CountingQueue:
@@ -105,15 +112,28 @@ def counting_rtp(aiortc_handle_rtp: HandleRtp) -> HandleRtp:
                 return None
             stream = streams[packet.ssrc] = rtcrtpreceiver.StreamStatistics(codec.clockRate)
             stream.connvo_rtx = codecs.is_rtx(codec)
+            stream.connvo_qoe = StreamQoE(self.track.kind, codec.clockRate)
+            if not stream.connvo_rtx:
+                known = getattr(self, "_connvo_streams", [])
+                self._connvo_streams = [*known, stream.connvo_qoe]  # type: ignore[attr-defined]
         stream.add(packet)
         if stream.connvo_rtx:
             return None  # a retransmission: in the stream's statistics, not counted again
         kind = self.track.kind
         frames = 1 if kind == "audio" else packet.marker
         tally.add(kind, len(packet.payload), frames)
+        if MEASURE_QOE:
+            stream.connvo_qoe.packet(
+                packet.sequence_number, packet.timestamp, packet.marker, time.monotonic()
+            )
         return None
 
     return handle_rtp_packet
+
+
+def received_streams(pc: Any) -> list[StreamQoE]:
+    """What the counting receivers of one peer connection measured, one entry per stream."""
+    return [q for r in pc.getReceivers() for q in getattr(r, "_connvo_streams", ())]
 
 
 def counting_worker(aiortc_worker: DecoderWorker) -> DecoderWorker:

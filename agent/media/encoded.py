@@ -27,7 +27,9 @@ from typing import Any
 import av
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpSender, clock, codecs, rtp
 
-from agent.media.constants import AUDIO_PTIME, SAMPLE_RATE, VIDEO_CLOCK
+from agent.media.constants import SAMPLE_RATE, VIDEO_CLOCK
+from agent.media.impair import Impairment
+from agent.media.qoe import capture_timestamp
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ AUDIO_BITRATE = 32_000
 VIDEO_BITRATE = 300_000
 VIEW_BACKLOG = 8
 """Packets a sender may lag behind its feed before it skips the oldest."""
+IMPAIRMENT = Impairment()
+"""What every shared-packet sender of this process does to its packets (`--impair`)."""
 
 
 class SharedFeed:
@@ -53,6 +57,8 @@ class SharedFeed:
         self.frames_encoded = 0
         self._keyframe_wanted = False
         self._last_forced = 0.0
+        self._epoch: float | None = None
+        """Wall time (epoch s) of pts 0: the sources are paced, so pts tells each capture time."""
 
     @classmethod
     def tone(cls) -> SharedFeed:
@@ -94,6 +100,8 @@ class SharedFeed:
         loop = asyncio.get_running_loop()
         while True:
             frame = await self.source.recv()
+            if self._epoch is None:
+                self._epoch = time.time()
             if self.kind == "video" and self._keyframe_wanted:
                 now = time.monotonic()
                 if now - self._last_forced >= KEYFRAME_ON_JOIN:
@@ -104,14 +112,17 @@ class SharedFeed:
             else:
                 packets = self._codec.encode(frame)
             for packet in packets:
-                self._stamp(packet)
+                self._stamp(packet, frame.pts)
                 for view in list(self._views):
                     view.put(packet)
 
-    def _stamp(self, packet: av.Packet) -> None:
-        """Our own pts, counted from zero (libopus starts negative); senders add their origin."""
+    def _stamp(self, packet: av.Packet, pts: int) -> None:
+        """The source frame's pts (libopus's own start negative and count encoded frames, not
+        captured ones) and the feed's epoch, from which senders make capture-time RTP
+        timestamps (agent.media.qoe.capture_timestamp)."""
+        packet.opaque = self._epoch
         if self.kind == "audio":
-            packet.pts = self.frames_encoded * int(SAMPLE_RATE * AUDIO_PTIME)
+            packet.pts = pts
             packet.time_base = fractions.Fraction(1, SAMPLE_RATE)
         else:
             packet.time_base = fractions.Fraction(1, VIDEO_CLOCK)
@@ -171,6 +182,9 @@ class _PacketView(MediaStreamTrack):
 # What it leaves out: the RTP history that answers NACKs with retransmissions (load receivers
 # count and never NACK; a lost packet stays lost) and the debug log. RTCP sender reports and
 # stats read the same counters as before. Every other sender runs aiortc's own loop.
+# Its RTP timestamps are capture times on the wall clock (the feed's epoch plus pts), so
+# receivers on the same clock read the end-to-end delay (agent.media.qoe); and the process's
+# IMPAIRMENT (loss, delay, jitter), if any, applies to every packet it sends.
 
 RunRtp = Callable[[RTCRtpSender, Any], Coroutine[Any, Any, None]]
 
@@ -193,6 +207,7 @@ async def _run_rtp_packets(self: RTCRtpSender, codec: Any, aiortc_run_rtp: RunRt
     payload_type = codec.payloadType
     sequence_number = secrets.randbelow(1 << 15)  # the lower half, as aiortc: SRTP needs no wrap
     timestamp_origin = secrets.randbits(32)
+    impairment = IMPAIRMENT
     encoder = None
     try:
         while True:
@@ -210,6 +225,8 @@ async def _run_rtp_packets(self: RTCRtpSender, codec: Any, aiortc_run_rtp: RunRt
             payloads, timestamp = encoder.pack(packet)
             if not payloads:
                 continue
+            if isinstance(packet.opaque, float):
+                timestamp_origin = capture_timestamp(packet.opaque, codec.clockRate)
             head = rtp.RtpPacket(
                 payload_type=payload_type, timestamp=(timestamp_origin + timestamp) & 0xFFFFFFFF
             )
@@ -223,7 +240,10 @@ async def _run_rtp_packets(self: RTCRtpSender, codec: Any, aiortc_run_rtp: RunRt
                 header[1] = (0x80 if i == last else 0) | payload_type
                 header[2] = sequence_number >> 8
                 header[3] = sequence_number & 0xFF
-                await transport._send_rtp(bytes(header) + payload)
+                if impairment:
+                    impairment.send(transport._send_rtp, bytes(header) + payload)
+                else:
+                    await transport._send_rtp(bytes(header) + payload)
                 sequence_number = (sequence_number + 1) & 0xFFFF
                 octets += len(payload)
             self._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()  # type: ignore[attr-defined]

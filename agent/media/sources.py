@@ -32,13 +32,17 @@ class _Paced(MediaStreamTrack):
         self._index = 0
 
     async def _next_index(self) -> int:
+        """The next frame's index, at its time. A track nobody read for a while (a shared feed
+        with no sender) skips the frames it missed, as a camera does, instead of bursting them:
+        timestamps stay capture times, and receivers see a gap, not a flood."""
         if self._start is None:
             self._start = time.monotonic()
-        else:
-            self._index += 1
-            await asyncio.sleep(
-                max(0.0, self._start + self._index * self._period - time.monotonic())
-            )
+            return self._index
+        self._index += 1
+        late = time.monotonic() - (self._start + self._index * self._period)
+        if late > 2 * self._period:
+            self._index += int(late / self._period)
+        await asyncio.sleep(max(0.0, self._start + self._index * self._period - time.monotonic()))
         return self._index
 
 

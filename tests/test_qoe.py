@@ -1,0 +1,79 @@
+"""Quality of experience as load bots measure it (agent.media.qoe): the rules on their own, then
+real load runs through real aiortc peers, clean and impaired in the bots' send path, showing
+each figure move the way the impairment says and only then."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.load.config import LoadConfig
+from agent.load.runner import run_load
+from agent.media.impair import Impairment
+from agent.media.qoe import StreamQoE, mos
+
+
+def test_the_e_model_gives_a_clean_call_4_4_and_punishes_loss_and_delay():
+    clean = mos(20, 0)
+    assert 4.35 < clean <= 4.5
+    assert mos(20, 5) < clean - 0.3
+    assert mos(400, 0) < mos(150, 0) < clean
+    assert mos(2000, 50) == 1.0
+
+
+def test_a_freeze_is_a_gap_past_three_mean_intervals_or_mean_plus_150_ms():
+    video = StreamQoE("video", 90_000)
+    t = 0.0
+    for seq, gap in enumerate([1 / 15] * 10 + [0.2] + [1 / 15] * 5 + [0.5] + [1 / 15] * 5):
+        t += gap
+        video.packet(seq, 0, True, t)
+    assert video.freeze_count == 1  # 0.5 s; 0.2 s is under max(3 x 67, 67 + 150) ms
+    assert video.freeze_time == pytest.approx(0.5)
+
+
+def test_audio_concealment_counts_missing_packets_across_the_wrap():
+    audio = StreamQoE("audio", 48_000)
+    for seq in [65534, 65535, 1, 2, 3]:  # 0 lost, across the 16-bit wrap
+        audio.packet(seq, 0, True, 0.0)
+    assert audio.expected == 6
+    assert audio.concealed_ratio == pytest.approx(1 / 6)
+
+
+def qoe(impair: str = "") -> dict:
+    config = LoadConfig(
+        meetings=1, participants=2, media="av", duration=6, impair=Impairment.parse(impair)
+    )
+    result = run_load(config, workers=0, quiet=True)
+    assert result.summary["success_rate"] == 100.0
+    summary = result.summary["qoe"]
+    assert summary["streams"] == {"audio": 2, "video": 2}
+    return summary
+
+
+@pytest.fixture(scope="module")
+def clean() -> dict:
+    return qoe()
+
+
+def test_a_clean_run_shows_no_loss_no_freeze_and_a_good_mos(clean):
+    assert clean["freeze_count"] == 0 and clean["freeze_ratio"] == 0
+    assert clean["concealed_ratio"]["p95"] < 0.01
+    assert clean["mos"]["p5"] >= 4.0
+    assert clean["fps_ratio"] > 0.9
+    assert clean["e2e_latency_ms"]["p50"] < 100
+
+
+def test_five_percent_loss_shows_as_about_five_percent_and_lowers_the_mos(clean):
+    lossy = qoe("loss=5")
+    assert 0.01 < lossy["concealed_ratio"]["p50"] < 0.1  # 5% of ~300 packets: sd 1.3%
+    assert lossy["mos"]["p50"] < clean["mos"]["p50"] - 0.2
+
+
+def test_200_ms_of_delay_shows_in_the_end_to_end_latency(clean):
+    delayed = qoe("delay=200")
+    assert delayed["e2e_latency_ms"]["p50"] >= 200  # the delay is a floor: no clock can beat it
+    assert delayed["mos"]["p50"] < clean["mos"]["p50"]
+
+
+def test_jitter_larger_than_the_frame_interval_freezes_video():
+    jittery = qoe("delay=300,jitter=300")  # a frame every 67 ms, each 0-600 ms late
+    assert jittery["freeze_count"] > 0 and jittery["freeze_ratio"] > 0.01
