@@ -114,6 +114,7 @@ def experience(ax, records: list[BotRecord], started_at: float) -> None:
     twin = ax.twinx()
     twin.step(times, [sum(f for _, f in buckets[t]) for t in times], color="tab:red", where="post")
     twin.set_ylabel("video freezes so far (all bots)", color="tab:red")
-    ax.legend(loc="lower left")
+    if shown:
+        ax.legend(loc="lower left")
     ax.set_title("What participants experienced")
     ax.grid(alpha=0.3)
