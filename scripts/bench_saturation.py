@@ -46,6 +46,7 @@ def measure(meetings: int, args: argparse.Namespace) -> dict:
         "connected_p95_ms": summary["phases_ms"]["connected"].get("p95"),
         "mos_p50": (qoe.get("mos") or {}).get("p50"),
         "freeze_ratio": qoe.get("freeze_ratio"),
+        "e2e_p95_ms": (qoe.get("e2e_latency_ms") or {}).get("p95"),
         "wall_s": round(time.monotonic() - started, 1),
     }
 
@@ -53,7 +54,8 @@ def measure(meetings: int, args: argparse.Namespace) -> dict:
 def show(rows: list[dict]) -> None:
     print(
         f"{'bots':>5} {'ok %':>6} {'lag p50':>8} {'lag p99':>8} {'cpu %':>6} {'steady s':>9}"
-        f" {'RTT p95':>8} {'loss p95':>9} {'MOS p50':>8} {'freezes':>8} {'saturated':>10}"
+        f" {'RTT p95':>8} {'loss p95':>9} {'MOS p50':>8} {'frozen':>7} {'e2e p95':>8}"
+        f" {'saturated':>10}"
     )
     for r in rows:
         lag = r["loop_lag_ms"]
@@ -61,7 +63,8 @@ def show(rows: list[dict]) -> None:
             f"{r['bots']:>5} {r['success_rate']:>6.1f} {lag['p50']:>8.1f} {lag['p99']:>8.1f}"
             f" {r['cpu_percent_mean']:>6.1f} {r['steady_s']:>9.1f} {r['rtt_p95_ms'] or 0:>8.0f}"
             f" {r['loss_p95_pct'] or 0:>9.1f} {_shown(r['mos_p50'], '.2f'):>8}"
-            f" {_shown(r['freeze_ratio'], '.3f'):>8} {'yes' if r['saturated'] else 'no':>10}"
+            f" {_shown(r['freeze_ratio'], '.3f'):>7} {_shown(r['e2e_p95_ms'], '.0f'):>8}"
+            f" {'yes' if r['saturated'] else 'no':>10}"
         )
 
 

@@ -21,6 +21,10 @@ from aiortc.mediastreams import MediaStreamError
 
 from agent.media.constants import AUDIO_PTIME, SAMPLE_RATE, VIDEO_CLOCK
 
+SKIP_AFTER = 1.0
+"""Seconds behind schedule past which a paced track skips frames: a pause (no reader), not a
+busy moment of the event loop, which it makes up by sending the late frames at once."""
+
 
 class _Paced(MediaStreamTrack):
     """Emits frames on the wall clock, like a capture device would."""
@@ -32,15 +36,15 @@ class _Paced(MediaStreamTrack):
         self._index = 0
 
     async def _next_index(self) -> int:
-        """The next frame's index, at its time. A track nobody read for a while (a shared feed
-        with no sender) skips the frames it missed, as a camera does, instead of bursting them:
-        timestamps stay capture times, and receivers see a gap, not a flood."""
+        """The next frame's index, at its time. A track nobody read for over SKIP_AFTER seconds
+        (a shared feed with no sender) skips the frames it missed, as a camera does, instead of
+        bursting them: timestamps stay capture times, and receivers see a gap, not a flood."""
         if self._start is None:
             self._start = time.monotonic()
             return self._index
         self._index += 1
         late = time.monotonic() - (self._start + self._index * self._period)
-        if late > 2 * self._period:
+        if late > SKIP_AFTER:
             self._index += int(late / self._period)
         await asyncio.sleep(max(0.0, self._start + self._index * self._period - time.monotonic()))
         return self._index
