@@ -23,6 +23,7 @@ delay, and an audio MOS estimate from ITU-T G.107's E-model.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,7 +33,6 @@ MAX_DELAY = 10.0
 """Seconds: a longer computed delay means the sender does not stamp capture times."""
 MEAN_OVER = 30
 MAX_SAMPLES = 4096
-FRAME_AUDIO = 0.020
 
 
 def capture_timestamp(captured: float, clock_rate: int) -> int:
@@ -41,8 +41,9 @@ def capture_timestamp(captured: float, clock_rate: int) -> int:
 
 
 def nearest_rank(values: list[float], pct: float) -> float:
+    """The smallest value with pct% of them at or below it."""
     ordered = sorted(values)
-    return ordered[max(1, -(-len(ordered) * pct // 100)) - 1]
+    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
 
 
 @dataclass
