@@ -32,6 +32,17 @@ PHASES = (
 )
 
 
+QOE_COLUMNS = (
+    "mos",
+    "freeze_count",
+    "freeze_ratio",
+    "fps_ratio",
+    "e2e_latency_p50_ms",
+    "e2e_latency_p95_ms",
+)
+"""BotRecord.qoe's keys, the same columns for every bot (a failed one has none)."""
+
+
 @dataclass
 class BotRecord:
     bot: int
@@ -87,7 +98,7 @@ class BotRecord:
         """One flat CSV row: phases and quality as columns."""
         skip = ("phases", "quality", "streams", "qoe", "qoe_timeline")
         row = {k: v for k, v in asdict(self).items() if k not in skip}
-        row.update({f"qoe_{k}": v for k, v in self.qoe.items()})
+        row.update({f"qoe_{k}": self.qoe.get(k) for k in QOE_COLUMNS})
         for phase in PHASES:
             row[f"{phase}_ms"] = self.phases.get(phase)
         for name in ("bitrate", "packetLoss", "latency", "jitter"):

@@ -122,7 +122,8 @@ def _csv(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as out:
         if not rows:
             return
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        columns = list(dict.fromkeys(k for row in rows for k in row))  # every row's, in order
+        writer = csv.DictWriter(out, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
