@@ -143,6 +143,24 @@ def test_progress_maps_to_gauges_only_for_the_keys_workers_report():
     assert value("connvo_load_mos", worker="w1", quantile="0.5") is None
 
 
+def test_each_bots_qoe_is_observed_once_in_the_qoe_histograms():
+    live = LiveMetrics(planned_bots=2)
+    done = {"qoe": [{"mos": 4.4, "freeze_ratio": 0.0, "e2e_latency_p95_ms": 80.0}]}
+    live.update({"w1": done})
+    live.update({"w1": done})  # the same report: not observed again
+    live.update({"w1": {"qoe": [{"mos": 2.5, "freeze_ratio": None, "e2e_latency_p95_ms": 400}]}})
+    got = samples(generate_latest(live.registry).decode())
+
+    def value(name: str, **labels: str) -> float | None:
+        return got.get((name, frozenset(labels.items())))
+
+    assert value("connvo_load_bot_mos_count") == 2
+    assert value("connvo_load_bot_mos_bucket", le="3.0") == 1
+    assert value("connvo_load_bot_freeze_ratio_count") == 1  # an unknown ratio is not a zero
+    assert value("connvo_load_bot_e2e_latency_seconds_bucket", le="0.1") == 1
+    assert value("connvo_load_bot_e2e_latency_seconds_count") == 2
+
+
 def test_the_exporter_listens_on_loopback_and_frees_its_port():
     live = LiveMetrics(planned_bots=1)
     port = live.start(0)

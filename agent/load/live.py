@@ -16,7 +16,9 @@ Exported (a private registry, so repeated runs in one process never collide):
   and, when the worker reports them, `connvo_load_worker_loop_lag_seconds{quantile="0.5|0.99"}`
   and `connvo_load_worker_saturated` (0 or 1).
 - Quality of experience, per worker, from the progress keys of QOE when present (a key a worker
-  does not report is not exported).
+  does not report is not exported); and histograms of each bot's QoE over its stay, observed
+  once per bot as it finishes: `connvo_load_bot_mos`, `connvo_load_bot_freeze_ratio`,
+  `connvo_load_bot_e2e_latency_seconds` (its streams' p95).
 """
 
 from __future__ import annotations
@@ -52,6 +54,26 @@ QOE: dict[str, tuple[str, str, dict[str, str], float]] = {
 """The allow-list of QoE progress keys: key -> (metric, help, extra labels, scale to the unit)."""
 
 
+BOT_QOE: dict[str, tuple[str, str, tuple[float, ...]]] = {
+    "mos": (
+        "connvo_load_bot_mos",
+        "Each bot's audio MOS (its worst stream)",
+        (1, 2, 3, 3.5, 4, 4.3),
+    ),
+    "freeze_ratio": (
+        "connvo_load_bot_freeze_ratio",
+        "Each bot's frozen / watched video time",
+        (0.001, 0.01, 0.05, 0.1, 0.25, 0.5),
+    ),
+    "e2e_latency_p95_ms": (
+        "connvo_load_bot_e2e_latency_seconds",
+        "Each bot's end-to-end media latency, p95 of its streams",
+        (0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0),
+    ),
+}
+"""BotRecord.qoe key -> histogram (name, help, buckets): observed once per bot, at its end."""
+
+
 class MetricsUnavailable(Exception):
     """The metrics port could not be listened on (in use, not permitted, no such address)."""
 
@@ -69,6 +91,10 @@ class LiveMetrics:
         )
         for phase in PHASES:  # every series from 0, so rate() sees the first observations
             self.phases.labels(phase)
+        self.bot_qoe = {
+            key: Histogram(name, text, buckets=buckets, registry=self.registry)
+            for key, (name, text, buckets) in BOT_QOE.items()
+        }
         self._lock = threading.Lock()
         self._workers: dict[str, dict[str, Any]] = {}
         self._seen: dict[str, Any] = {}
@@ -101,6 +127,14 @@ class LiveMetrics:
                 for phase, ms in progress.get("phases", ()):
                     if phase in PHASES:
                         self.phases.labels(phase).observe(ms / 1000)
+                for qoe in progress.get("qoe", ()):
+                    self._observe_qoe(qoe)
+
+    def _observe_qoe(self, qoe: Mapping[str, Any]) -> None:
+        for key, histogram in self.bot_qoe.items():
+            value = _number(qoe.get(key))
+            if value is not None:
+                histogram.observe(value / 1000 if key.endswith("_ms") else value)
 
     def close(self) -> None:
         """Stops serving and frees the port; safe to call twice."""

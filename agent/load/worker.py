@@ -40,6 +40,7 @@ class Worker:
         self._meter = UsageMeter(self.name)
         self._last: Usage | None = None
         self._reported: dict[int, set[str]] = {}
+        self._qoe_reported: set[int] = set()
         self._lag = LoopLagMeter()
         for noisy in ("aiortc", "aioice", "agent.room", "agent.pump", "agent.peer"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -52,6 +53,7 @@ class Worker:
         return {
             "bots": len(records),
             "phases": self._new_phases(),
+            "qoe": self._new_qoe(),
             "joined": sum("session_created" in r.phases for r in records),
             "connected": sum(r.ok for r in records),
             "failed": sum(r.failure_phase is not None for r in records),
@@ -92,6 +94,17 @@ class Worker:
             self._last = self._meter.read()
             into.append(self._last)
             await asyncio.sleep(SAMPLE_EVERY)
+
+    def _new_qoe(self) -> list[dict[str, float | None]]:
+        """The QoE of each bot that finished its stay since the previous call (BotRecord.qoe):
+        the live metrics' QoE histograms, one observation per bot."""
+        new = []
+        for bot in self._bots:
+            record = bot.record
+            if record.qoe and record.bot not in self._qoe_reported:
+                self._qoe_reported.add(record.bot)
+                new.append(dict(record.qoe))
+        return new
 
     def _new_phases(self) -> list[tuple[str, float]]:
         """(phase, ms from the join start) of each phase a bot reached since the previous call:
