@@ -15,18 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import statistics
 
 from agent.demo import run_demo
+from agent.load.metrics import nearest_rank
 from agent.pump import PollSettings
 from agent.room import RoomSettings
-
-
-def nearest_rank(values: list[float], pct: float) -> float:
-    """The pct-th percentile by nearest rank: the smallest value with pct% at or below it."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
 
 
 async def bench(args: argparse.Namespace) -> dict:

@@ -131,7 +131,7 @@ class Cutter:
         self._writers |= {writer, up_writer}
         try:
             up_writer.write(first)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except asyncio.CancelledError:
             pass  # the test's loop is closing: asyncio would log a cancelled handler as an error
         finally:
@@ -141,9 +141,15 @@ class Cutter:
             writer.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copies one direction until it ends, then half-closes the other side (or closes it: TLS
+    cannot half-close, and a WebSocket closing through it would wait for the close)."""
     with contextlib.suppress(ConnectionError, asyncio.CancelledError):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
-    writer.close()
+    with contextlib.suppress(OSError, RuntimeError):
+        if writer.can_write_eof():
+            writer.write_eof()
+        else:
+            writer.close()

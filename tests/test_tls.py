@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trustme
 from conftest import Backend
+from relay import pipe
 
 from agent.ice import IceOptions
 from agent.load.http import LoadHTTP
@@ -64,21 +65,9 @@ class TLSProxy:
         self.forwarded += 1
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
             up_writer.close()
-            writer.close()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    with contextlib.suppress(OSError, RuntimeError):
-        if writer.can_write_eof():
-            writer.write_eof()
-        else:  # TLS cannot half-close: the peer (a WebSocket closing) waits for the close
             writer.close()
 
 

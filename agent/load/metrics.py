@@ -9,12 +9,12 @@ to line bots and workers up on a shared time axis.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.load import health
+from agent.media.qoe import nearest_rank  # the one definition: media cannot import load
 
 if TYPE_CHECKING:
     from agent.load.health import LagSample
@@ -141,11 +141,6 @@ class UsageMeter:
         return times.user + times.system
 
 
-def nearest_rank(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
-
-
 def distribution(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"count": 0}
@@ -202,21 +197,14 @@ def summarize(
 
 def bot_qoe(streams: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float | None]:
     """One bot's QoE from its streams (BotRecord.streams): see BotRecord.qoe."""
-    kinds = [k for by_kind in streams.values() for k in by_kind.items()]
-    video = [s for kind, s in kinds if kind.startswith("video")]
-    moses = [s["mos"] for kind, s in kinds if kind.startswith("audio") and s.get("mos")]
-    p50s = [s["e2e_latency_p50_ms"] for _, s in kinds if s.get("e2e_latency_p50_ms") is not None]
-    p95s = [s["e2e_latency_p95_ms"] for _, s in kinds if s.get("e2e_latency_p95_ms") is not None]
-    watched = sum(s.get("watched_s") or 0 for s in video)
-    sent = sum(s.get("frames_sent") or 0 for s in video)
-    frozen = sum(s.get("freeze_time_s") or 0 for s in video)
+    pooled = _Pooled([k for by_kind in streams.values() for k in by_kind.items()])
     return {
-        "mos": min(moses, default=None),
-        "freeze_count": sum(s.get("freeze_count") or 0 for s in video),
-        "freeze_ratio": round(frozen / watched, 4) if watched else None,
-        "fps_ratio": round(sum(s["frames"] or 0 for s in video) / sent, 3) if sent else None,
-        "e2e_latency_p50_ms": round(nearest_rank(p50s, 50), 1) if p50s else None,
-        "e2e_latency_p95_ms": max(p95s, default=None),
+        "mos": min(pooled.moses, default=None),
+        "freeze_count": pooled.freeze_count,
+        "freeze_ratio": pooled.freeze_ratio,
+        "fps_ratio": pooled.fps_ratio,
+        "e2e_latency_p50_ms": _stats(pooled.p50s, (50,), 1)["p50"],
+        "e2e_latency_p95_ms": max(pooled.p95s, default=None),
     }
 
 
@@ -224,28 +212,40 @@ def qoe_summary(records: list[BotRecord]) -> dict[str, Any]:
     """Over every received stream of every bot: MOS p5/p50 (audio), freezes and the frozen share
     of watched time (video), received over sent frames, end-to-end delay (the median of the
     streams' p50s, the p95 of their p95s)."""
-    streams = [k for r in records for kinds in r.streams.values() for k in kinds.items()]
-    video = [s for kind, s in streams if kind.startswith("video")]
-    audio = [s for kind, s in streams if kind.startswith("audio")]
-    moses = [s["mos"] for s in audio if s.get("mos") is not None]
-    p50s = [s["e2e_latency_p50_ms"] for _, s in streams if s.get("e2e_latency_p50_ms") is not None]
-    p95s = [s["e2e_latency_p95_ms"] for _, s in streams if s.get("e2e_latency_p95_ms") is not None]
-    watched = sum(s.get("watched_s") or 0 for s in video)
-    sent = sum(s.get("frames_sent") or 0 for s in video)
+    pooled = _Pooled([k for r in records for kinds in r.streams.values() for k in kinds.items()])
     return {
-        "streams": {"audio": len(audio), "video": len(video)},
-        "mos": _stats(moses, (5, 50), 2),
-        "freeze_count": sum(s.get("freeze_count") or 0 for s in video),
-        "freeze_ratio": round(sum(s.get("freeze_time_s") or 0 for s in video) / watched, 4)
-        if watched
-        else None,
-        "fps_ratio": round(sum(s["frames"] or 0 for s in video) / sent, 3) if sent else None,
-        "concealed_ratio": _stats([s.get("concealed_ratio") or 0 for s in audio], (50, 95), 4),
+        "streams": {"audio": len(pooled.audio), "video": len(pooled.video)},
+        "mos": _stats(pooled.moses, (5, 50), 2),
+        "freeze_count": pooled.freeze_count,
+        "freeze_ratio": pooled.freeze_ratio,
+        "fps_ratio": pooled.fps_ratio,
+        "concealed_ratio": _stats(
+            [s.get("concealed_ratio") or 0 for s in pooled.audio], (50, 95), 4
+        ),
         "e2e_latency_ms": {
-            "p50": round(nearest_rank(p50s, 50), 1) if p50s else None,
-            "p95": round(nearest_rank(p95s, 95), 1) if p95s else None,
+            "p50": _stats(pooled.p50s, (50,), 1)["p50"],
+            "p95": _stats(pooled.p95s, (95,), 1)["p95"],
         },
     }
+
+
+class _Pooled:
+    """Stream summaries (kind name, StreamQoE.summary()) taken together: video totals are
+    sums over the streams, so a long stream weighs more than a short one."""
+
+    def __init__(self, streams: list[tuple[str, dict[str, Any]]]) -> None:
+        self.video = [s for kind, s in streams if kind.startswith("video")]
+        self.audio = [s for kind, s in streams if kind.startswith("audio")]
+        self.moses = [s["mos"] for s in self.audio if s.get("mos") is not None]
+        self.p50s = [v for _, s in streams if (v := s.get("e2e_latency_p50_ms")) is not None]
+        self.p95s = [v for _, s in streams if (v := s.get("e2e_latency_p95_ms")) is not None]
+        self.freeze_count = sum(s.get("freeze_count") or 0 for s in self.video)
+        watched = sum(s.get("watched_s") or 0 for s in self.video)
+        frozen = sum(s.get("freeze_time_s") or 0 for s in self.video)
+        sent = sum(s.get("frames_sent") or 0 for s in self.video)
+        shown = sum(s.get("frames") or 0 for s in self.video)
+        self.freeze_ratio = round(frozen / watched, 4) if watched else None
+        self.fps_ratio = round(shown / sent, 3) if sent else None
 
 
 def _stats(values: list[float], pcts: tuple[int, ...], digits: int) -> dict[str, float | None]:
