@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets a fresh machine up: system tools (coturn, espeak-ng) and the project's virtualenv.
+# Sets a fresh machine up: system tools (coturn, espeak-ng, chromium for the meeting page's
+# browser tests) and the project's virtualenv.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v turnserver >/dev/null || need+=(coturn)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v chromium >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]} from Debian's packages" >&2
     sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"

@@ -22,14 +22,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from signaling.devserver import convex_error as err
-from signaling.devserver.auth import InvalidToken, load_secret, verify
+from signaling.devserver.auth import InvalidToken, load_secret, upsert_user, verify
 from signaling.devserver.convex_error import ConvexError
 from signaling.devserver.guards import Ctx
 from signaling.devserver.handlers import ENDPOINTS, Endpoint
 from signaling.devserver.outcome import BadAnswer, Outcome, server_error
 from signaling.devserver.settings import Settings
-from signaling.devserver.store import Read, Store, is_id
+from signaling.devserver.store import Read, Store, Write, is_id
 from signaling.devserver.sync import Hub, sync_routes
+from signaling.devserver.web import web_routes
 from signaling.functions import Kind
 
 log = logging.getLogger("connvo.devserver")
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/run/{path:path}", backend.run, methods=["POST"]),
         Route("/version", backend.version, methods=["GET"]),
         *sync_routes(backend),
+        *web_routes(backend),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -70,6 +72,21 @@ class Backend:
         self.store = store
         self.hub = Hub()
         self._secret = secret
+
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
+    async def provision(self, user_name: str) -> str:
+        """The `_id` of the user `user_name`, created if new (the meeting page's sign-in)."""
+
+        def upsert() -> tuple[str, list[Write]]:
+            with self.store.transaction() as tx:
+                return upsert_user(tx, user_name, None), tx.writes
+
+        user_id, writes = await run_in_threadpool(upsert)
+        self.hub.publish(writes)
+        return user_id
 
     async def version(self, request: Request) -> JSONResponse:
         return JSONResponse({"name": "connvo-dev-backend"})

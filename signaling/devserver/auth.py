@@ -64,12 +64,12 @@ def provision_user(data_dir: Path | str, user_name: str, *, admin: bool | None =
     store = Store(Settings(data_dir).database)
     try:
         with store.transaction() as tx:
-            return _upsert_user(tx, user_name, admin)
+            return upsert_user(tx, user_name, admin)
     finally:
         store.close()
 
 
-def _upsert_user(tx: Tx, user_name: str, admin: bool | None) -> str:
+def upsert_user(tx: Tx, user_name: str, admin: bool | None) -> str:
     now = int(time.time() * 1000)
     role = None if admin is None else ("admin" if admin else "member")
     user = tx.first("users", workosUserId=user_name)
@@ -99,6 +99,11 @@ def mint_token(
     """A bearer token for `user_name`, provisioning the user first with the org role `admin`
     asks for (see provision_user)."""
     provision_user(data_dir, user_name, admin=admin)
+    return sign(user_name, load_secret(Path(data_dir)), ttl)
+
+
+def sign(user_name: str, secret: bytes, ttl: float = DEFAULT_TTL) -> str:
+    """A token for a user that exists already."""
     now = int(time.time())
     claims = {"sub": user_name, "iss": ISSUER, "iat": now, "exp": now + int(ttl)}
-    return jwt.encode(claims, load_secret(Path(data_dir)), algorithm="HS256")
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from signaling import functions as fn
-from signaling.devserver import dev, meetings, rooms, signals, transcripts
+from signaling.devserver import dev, lobby, meetings, rooms, signals, transcripts
 from signaling.devserver.guards import Ctx
-from signaling.functions import FUNCTIONS, Function, Kind
+from signaling.functions import FUNCTIONS, EmptyArgs, Function, Kind
 
 Handler = Callable[[Ctx, Any], Any]
 
@@ -69,6 +69,16 @@ def _endpoints() -> dict[str, Endpoint]:
         TypeAdapter(dev.ConfigureRoomResult),
         dev.configure_room,
         "mutation",
+    )
+    table["dev/myMeetings"] = Endpoint(
+        "dev/myMeetings",
+        EmptyArgs,
+        TypeAdapter(list[lobby.MyMeetingsResult]),
+        lobby.my_meetings,
+        "query",
+    )
+    table["dev/invite"] = Endpoint(
+        "dev/invite", lobby.InviteArgs, TypeAdapter(lobby.InviteResult), lobby.invite, "mutation"
     )
     return table
 

@@ -1,0 +1,88 @@
+"""The meeting page: a browser participant served by the dev backend.
+
+`/` signs a person in (a dev user name; the server mints the token, as `connvo-agent token`
+does), lists their meetings and creates one; `/meet/{meetingId}` joins it. The page is plain
+HTML, CSS and ES modules from `web/`: no build step, nothing fetched from elsewhere, so it works
+offline. It speaks the README's mesh convention through the same functions as the bots.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from signaling.devserver.auth import sign
+from signaling.devserver.lobby import USER_NAME
+
+if TYPE_CHECKING:
+    from signaling.devserver.app import Backend
+
+PAGES = Path(__file__).parent / "web"
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+"""Chat text and display names come from other participants: the page only ever sets them as
+text, and the policy forbids any script or connection not from this server besides."""
+MAX_SIGN_IN = 1024
+
+
+def web_routes(backend: Backend) -> list[BaseRoute]:
+    return [
+        Route("/", _page("index.html"), methods=["GET"]),
+        Route("/meet/{meeting_id}", _page("meet.html"), methods=["GET"]),
+        Mount("/web", app=_Static(directory=PAGES), name="web"),
+        Route("/dev/signin", _sign_in(backend), methods=["POST"]),
+    ]
+
+
+def _page(name: str):
+    async def page(request: Request) -> Response:
+        return FileResponse(PAGES / name, headers=HEADERS)
+
+    return page
+
+
+class _Static(StaticFiles):
+    async def get_response(self, path: str, scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(HEADERS)
+        return response
+
+
+def _sign_in(backend: Backend):
+    async def sign_in(request: Request) -> JSONResponse:
+        """`{"name"}` -> `{"token", "userId", "name"}`: anyone who can reach a dev backend may
+        be anyone on it, as anyone with its data dir may (`connvo-agent token`)."""
+        try:
+            name = _name_of(await request.body())
+        except ValueError as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        user_id = await backend.provision(name)
+        return JSONResponse({"token": sign(name, backend.secret), "userId": user_id, "name": name})
+
+    return sign_in
+
+
+def _name_of(body: bytes) -> str:
+    if len(body) > MAX_SIGN_IN:
+        raise ValueError("the request is too large")
+    try:
+        name = json.loads(body).get("name")
+    except (ValueError, AttributeError):
+        raise ValueError('the request is not JSON of the form {"name": ...}') from None
+    if not isinstance(name, str) or not re.fullmatch(USER_NAME, name.strip()):
+        raise ValueError("a name is 1 to 64 characters: letters, digits, '.', '_' or '-'")
+    return name.strip()
