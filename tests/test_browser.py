@@ -10,7 +10,9 @@ Chromium runs with its background networking off, so it sends nothing anywhere e
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from conftest import Backend, Meeting
 from playwright.async_api import Browser, Page, async_playwright, expect
 from turnserver import coturn
 
-from agent.events import ChatMessage
+from agent.events import ChatMessage, ParticipantLeft
 from agent.ice import IceOptions
 from agent.media.sources import Outgoing
 from agent.room import JoinRequest, Room
@@ -187,3 +189,203 @@ async def test_page_and_two_bots_meet_chat_and_exchange_media(web, browser, page
         for b in bots:
             await b.leave()
     await expect(page.locator("#grid .tile")).to_have_count(1, timeout=30_000)  # only "you"
+
+
+async def test_chat_off_shows_no_panel_and_opens_no_channel(web, browser):
+    meeting = await web.meeting(2, chat=False, screenSharing=False)
+    page = await join_page(browser, web, meeting)
+    async with bot(meeting, 1) as b:
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        for hidden in ("#chat", "#chat-toggle", "#share"):
+            await expect(page.locator(hidden)).to_be_hidden()
+        assert page_peer(b, meeting).channel is None
+        channels = await page.evaluate(
+            "[...window.connvo.mesh.peers.values()].map(p => p.channel && p.channel.label)"
+        )
+        assert channels == [None]
+        mlines = await page.evaluate(
+            "[...window.connvo.mesh.peers.values()][0].pc.getTransceivers().length"
+        )
+        assert mlines == 2  # audio and camera: no screen m-line without screenSharing
+
+
+async def test_screen_share_and_camera_off_reach_the_bots(web, browser):
+    meeting = await web.meeting(2, screenSharing=True)
+    page = await join_page(browser, web, meeting)
+    async with bot(meeting, 1) as b:
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        peer = page_peer(b, meeting)
+        await until(lambda: peer.frames_received("video") > 5)
+
+        await page.get_by_role("button", name="Present screen").click()
+        await expect(page.get_by_role("button", name="Stop presenting")).to_be_visible()
+        await until(lambda: any(t.label == "screen" and t.frames_received > 3 for t in peer.tracks))
+
+        await page.get_by_role("button", name="Camera off").click()
+        await expect(page.locator(".tile.self")).to_have_class(re.compile(r"\boff\b"))
+        camera = next(t for t in peer.tracks if t.label == "camera")
+        await asyncio.sleep(1.0)  # frames already on their way
+        stopped = camera.frames_received
+        await asyncio.sleep(1.5)
+        assert camera.frames_received == stopped
+        await page.get_by_role("button", name="Camera on").click()
+        await until(lambda: camera.frames_received > stopped + 5)
+
+
+async def test_leave_closes_the_session_and_a_rejoin_meets_the_bots_again(web, browser):
+    meeting = await web.meeting(2)
+    page = await join_page(browser, web, meeting)
+    async with bot(meeting, 1) as b:
+        inbox = b.events()
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        first_session = page_peer(b, meeting).session_id
+
+        await page.get_by_role("button", name="Leave").click()
+        await expect(page.locator("#left-reason")).to_have_text("You left the meeting.")
+        async with asyncio.timeout(15):
+            async for event in inbox:
+                if isinstance(event, ParticipantLeft) and event.user_id == meeting[0].user_id:
+                    break
+        sessions = await meeting.host.api.active_sessions(meeting.id)
+        assert [s.userId for s in sessions] == [meeting[1].user_id]
+        people = await meeting.host.api.meeting_participants(meeting.id)
+        host = next(p for p in people if p.userId == meeting[0].user_id)
+        assert host.presence == "left"
+
+        await page.get_by_role("button", name="Rejoin").click()
+        await expect(page.locator("#grid .tile[data-state='connected']")).to_have_count(1)
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        assert page_peer(b, meeting).session_id != first_session
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("not started", "This meeting is not active"),
+        ("full", "This meeting is full: it takes 2 participants"),
+        ("getstream", "This meeting runs on GetStream"),
+        ("not invited", "You are not a participant of this meeting"),
+        ("no such meeting", "You are not a participant of this meeting"),
+    ],
+)
+async def test_a_meeting_that_cannot_be_joined_says_why(web, browser, case, expected):
+    overrides = {"full": {"maxParticipants": 2}, "getstream": {"provider": "getstream"}}
+    meeting = await web.meeting(3, start=case != "not started", **overrides.get(case, {}))
+    bots = [bot(meeting, 1), bot(meeting, 2)] if case == "full" else []
+    for b in bots:
+        await b.join()
+    try:
+        member, target = meeting[0], meeting.id
+        if case == "not invited":
+            member = web.member()
+        elif case == "no such meeting":
+            target = "mtg_" + "0" * 26
+        page = await open_page(browser, web, member, f"/meet/{target}?ice=relay")
+        if case in ("not started", "full", "getstream"):
+            await page.get_by_role("button", name="Join now").click()
+        await expect(page.locator("#error")).to_contain_text(expected)
+        await expect(page.locator("#room")).to_be_hidden()
+        assert await meeting.host.api.active_sessions(meeting.id) == [] or bots
+    finally:
+        for b in bots:
+            await b.leave()
+
+
+async def test_sign_in_create_invite_and_join_from_the_list(web, browser):
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(web.url + "/")
+    name = web.unique("person")
+    await page.get_by_placeholder("Your name").fill(name)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#who")).to_have_text(f"Signed in as {name}")
+
+    await page.get_by_placeholder("Title of a new meeting").fill("Design review")
+    await page.get_by_role("button", name="Create and start").click()
+    row = page.locator("#list tr", has_text="Design review")
+    await expect(row.locator(".state")).to_have_text("active")
+    guest = web.unique("bot")
+    await row.get_by_placeholder("Invite by name").fill(guest)
+    await row.get_by_role("button", name="Invite").click()
+    await expect(row.locator(".count")).to_have_text("2")
+
+    meeting_id = await row.get_attribute("data-meeting-id")
+    token, guest_id = web.user(guest)
+    people = await web.api(token).meeting_participants(meeting_id)
+    assert guest_id in {p.userId for p in people}
+
+    await row.get_by_role("link", name="Join").click()
+    await expect(page).to_have_url(re.compile(rf"/meet/{meeting_id}$"))
+    await expect(page.locator("#title")).to_have_text("Design review")
+
+    bad = await page.evaluate(
+        """async () => (await fetch('/dev/signin', {method: 'POST', body: '{"name": "<b>"}'}))
+            .status"""
+    )
+    assert bad == 400
+
+
+async def test_a_hostile_participant_cannot_break_the_page(web, browser):
+    """Junk signals and junk chat from other participants are dropped; the page goes on."""
+    meeting = await web.meeting(3)
+    page = await join_page(browser, web, meeting)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    hostile, target = meeting[1].api, meeting[0].user_id
+    session = "f" * 32
+    await hostile.create_session(meeting.id, session)
+    m_line = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+    junk_descriptions = [
+        {"type": "offer", "sdp": "v=0\r\n" + m_line * 9},  # too many m-lines
+        {"type": "offer", "sdp": "v=0\r\n" + m_line + "a=x" * 30_000},  # over 64 KiB
+        {"type": "offer", "sdp": "v=0\r\n" + m_line + "a=garbage\r\n"},  # unparsable
+        {"type": "answer", "sdp": "v=0\r\n" + m_line},  # an answer to nothing
+        {"type": "pranswer", "sdp": "v=0\r\n" + m_line},
+    ]
+    for description in junk_descriptions:
+        await hostile.send_description(meeting.id, session, description, target)
+    for i in range(100):  # candidates for sessions that never offer, some oversized
+        candidate = {"candidate": "candidate:" + "x" * (10 if i % 2 else 5000), "sdpMid": "0"}
+        await hostile.send_candidate(meeting.id, f"{i:032x}", candidate, target)
+
+    async with bot(meeting, 2) as b:
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        await until(lambda: page_peer(b, meeting).chat_open)
+        channel = page_peer(b, meeting).channel
+        channel.send(b"\x00\x01binary")
+        channel.send("not json")
+        channel.send('{"type": "chat", "id": "1", "from": "x", "text": "' + "y" * 17_000 + '"}')
+        spoofed = {"type": "chat", "id": "2", "from": meeting[1].user_id, "text": "who am I"}
+        channel.send(json.dumps(spoofed))
+        line = page.locator("#messages li", has_text="who am I")
+        await expect(line).to_contain_text(meeting[2].name)  # the connection's user, not `from`
+        await expect(page.locator("#messages li")).to_have_count(1)
+        dropped = await page.evaluate(
+            "[...window.connvo.mesh.peers.values()].map(p => p.chatDropped ?? 0)"
+        )
+        assert sum(dropped) == 3
+    early = await page.evaluate("window.connvo.mesh.early.size")
+    assert early <= 32
+    assert errors == []
+
+
+async def test_closing_the_tab_leaves_and_a_second_tab_replaces_the_first(web, browser):
+    meeting = await web.meeting(2)
+    async with bot(meeting, 1) as b:
+        inbox = b.events()
+        first = await join_page(browser, web, meeting)
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        session = page_peer(b, meeting).session_id
+
+        second = await join_page(browser, web, meeting)  # the same user, in another tab
+        await expect(first.locator("#left-reason")).to_contain_text("from another tab")
+        await until(lambda: page_peer(b, meeting).session_id != session)
+        await until(lambda: page_peer(b, meeting).state == "connected")
+        await expect(second.locator("#grid .tile[data-state='connected']")).to_have_count(1)
+
+        await second.context.close()  # the tab goes away without Leave
+        async with asyncio.timeout(10):
+            async for event in inbox:
+                if isinstance(event, ParticipantLeft) and event.user_id == meeting[0].user_id:
+                    break
+        assert [s.userId for s in await b.api.active_sessions(meeting.id)] == [b.user_id]
