@@ -27,6 +27,7 @@ from agent.ice import IceOptions
 from agent.media.sources import Outgoing
 from agent.room import JoinRequest, Room
 from signaling.devserver import DevServer
+from signaling.devserver.store import Store
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -131,6 +132,17 @@ async def frames_decoded(page: Page) -> int:
     )
 
 
+def quality_reports(web: Backend, meeting: Meeting, user_id: str) -> list[dict]:
+    """What the dev backend stored from monitorConnectionQuality for `user_id`."""
+    store = Store(web.server.data_dir / "connvo.sqlite3")
+    try:
+        with store.transaction() as tx:
+            rows = tx.find("connectionMetrics", meetingId=meeting.id)
+    finally:
+        store.close()
+    return [r for r in rows if r["userId"] == user_id]
+
+
 def page_peer(room: Room, meeting: Meeting):
     return room.peers.get(meeting[0].user_id)
 
@@ -155,6 +167,8 @@ async def test_page_and_two_bots_meet_chat_and_exchange_media(web, browser, page
         await b.join()
     try:
         page = page or await join_page(browser, web, meeting)
+        requests: list[str] = []  # from now on: everything must come from the dev backend
+        page.on("request", lambda r: requests.append(r.url))
         tiles = page.locator("#grid .tile[data-state='connected']")
         await expect(tiles).to_have_count(2, timeout=30_000)
         for member in meeting.guests:
@@ -183,6 +197,11 @@ async def test_page_and_two_bots_meet_chat_and_exchange_media(web, browser, page
         # the page reports its quality, as the bots do
         stats = page.locator("#grid .tile:not(.self) .stats").first
         await expect(stats).to_contain_text("RTT", timeout=15_000)
+        await until(lambda: quality_reports(web, meeting, meeting[0].user_id))
+        assert all(
+            r["stats"]["bitrate"] > 0 for r in quality_reports(web, meeting, meeting[0].user_id)
+        )
+        assert requests and all(r.startswith(web.url) for r in requests), requests
         if page_first and os.environ.get("UPDATE_SCREENSHOT") == "1":
             await page.screenshot(path=SCREENSHOT)
     finally:

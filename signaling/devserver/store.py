@@ -185,7 +185,7 @@ class Tx:
     ) -> list[Doc]:
         """Documents whose fields equal `where` (a list/tuple/set value means any of them)."""
         self._read(table, where)
-        clauses, params = _where(where)
+        clauses, params = _where(table, where)
         sql = f'SELECT doc FROM "{table}"{clauses} ORDER BY ord {"DESC" if newest_first else ""}'
         if limit is not None:
             sql += " LIMIT ?"
@@ -202,7 +202,7 @@ class Tx:
 
     def count(self, table: str, **where: Any) -> int:
         self._read(table, where)
-        clauses, params = _where(where)
+        clauses, params = _where(table, where)
         return self._db.execute(f'SELECT count(*) FROM "{table}"{clauses}', params).fetchone()[0]
 
 
@@ -212,7 +212,11 @@ def _equals(value: Any, wanted: Any) -> bool:
     return value == wanted
 
 
-def _where(where: dict[str, Any]) -> tuple[str, list[Any]]:
+def _where(table: str, where: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL for `where`. Only indexed fields are columns: SQLite would read any other quoted
+    name as a string literal and silently match nothing."""
+    if unknown := set(where) - set(_columns(table)):
+        raise KeyError(f"{table} cannot be looked up by {sorted(unknown)}: not an indexed field")
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in where.items():
