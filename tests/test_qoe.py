@@ -4,10 +4,18 @@ each figure move the way the impairment says and only then."""
 
 from __future__ import annotations
 
+import asyncio
+import fractions
+
+import av
+import numpy as np
 import pytest
+from aiortc import MediaStreamTrack
 
 from agent.load.config import LoadConfig
 from agent.load.runner import run_load
+from agent.media.constants import SAMPLE_RATE
+from agent.media.encoded import SharedFeed
 from agent.media.impair import Impairment
 from agent.media.qoe import StreamQoE, mos
 
@@ -36,6 +44,65 @@ def test_audio_concealment_counts_missing_packets_across_the_wrap():
         audio.packet(seq, 0, True, 0.0)
     assert audio.expected == 6
     assert audio.concealed_ratio == pytest.approx(1 / 6)
+
+
+class _Frames(MediaStreamTrack):
+    """These 20 ms audio frames, as fast as they are read, then nothing."""
+
+    kind = "audio"
+
+    def __init__(self, frames: list[av.AudioFrame]) -> None:
+        super().__init__()
+        self._frames = frames
+
+    async def recv(self) -> av.AudioFrame:
+        if not self._frames:
+            await asyncio.Event().wait()
+        await asyncio.sleep(0)
+        return self._frames.pop(0)
+
+
+def _frame(pts: int, burst_at: int | None = None) -> av.AudioFrame:
+    """Silence, or silence then a loud 1 kHz tone from sample `burst_at` on."""
+    samples = np.zeros(960, np.int16)
+    if burst_at is not None:
+        t = np.arange(960 - burst_at) / SAMPLE_RATE
+        samples[burst_at:] = (12_000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate, frame.pts = SAMPLE_RATE, pts
+    frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+    return frame
+
+
+async def _heard_at(frames: list[av.AudioFrame]) -> int:
+    """Sends `frames` through a shared Opus feed, decodes its packets, and returns the capture
+    time (pts) the packets' stamps give the first loud sample."""
+    feed = SharedFeed.tone()
+    feed.source = _Frames(frames)
+    view = feed.subscribe()
+    decoder = av.CodecContext.create("opus", "r")
+    try:
+        for _ in frames:
+            packet = await view.recv()
+            decoded = np.concatenate([f.to_ndarray().reshape(-1) for f in decoder.decode(packet)])
+            loud = np.flatnonzero(np.abs(decoded) > 0.2)
+            if loud.size:
+                return packet.pts + int(loud[0])
+    finally:
+        view.stop()
+    raise AssertionError("the tone never came out")
+
+
+@pytest.mark.parametrize("skip", [0, 10], ids=["steady", "after a skip"])
+async def test_an_opus_packet_carries_the_capture_time_of_its_first_sample(skip):
+    """Opus looks ahead 312 samples: a packet starts in the previous frame's tail (one from
+    before the gap when the source skipped frames), not at the frame just fed."""
+    pts = [k * 960 for k in range(5)] + [(k + skip) * 960 for k in range(5, 12)]
+    frames = [_frame(p) for p in pts]
+    frames[4] = _frame(pts[4], burst_at=800)  # the tone starts in the tail before any skip
+    frames[5:] = [_frame(p, burst_at=0) for p in pts[5:]]
+    heard = await _heard_at(frames)
+    assert abs(heard - (pts[4] + 800)) <= 24  # half a millisecond; Opus smears an onset a bit
 
 
 def qoe(impair: str = "") -> dict:

@@ -112,20 +112,20 @@ class SharedFeed:
             else:
                 packets = self._codec.encode(frame)
             for packet in packets:
-                self._stamp(packet, frame.pts)
+                self._stamp(packet)
                 for view in list(self._views):
                     view.put(packet)
 
-    def _stamp(self, packet: av.Packet, pts: int) -> None:
-        """The source frame's pts (libopus's own start negative and count encoded frames, not
-        captured ones) and the feed's epoch, from which senders make capture-time RTP
-        timestamps (agent.media.qoe.capture_timestamp)."""
+    def _stamp(self, packet: av.Packet) -> None:
+        """The feed's epoch, from which senders make capture-time RTP timestamps
+        (agent.media.qoe.capture_timestamp), and the encoder's own pts: the capture time of the
+        packet's first sample. Not the pts of the frame just fed: Opus looks 312 samples ahead,
+        so each packet starts in the previous frame's tail (pts - 312, -312 for the first one,
+        whose head is the encoder's padding), and after a skip that tail is a frame from before
+        the gap; libopus follows the fed frames' pts through both."""
         packet.opaque = self._epoch
-        if self.kind == "audio":
-            packet.pts = pts
-            packet.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        else:
-            packet.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        rate = SAMPLE_RATE if self.kind == "audio" else VIDEO_CLOCK
+        packet.time_base = fractions.Fraction(1, rate)
         self.frames_encoded += 1
 
 
