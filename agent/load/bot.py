@@ -12,7 +12,13 @@ import time
 from collections.abc import AsyncIterator
 
 from agent.errors import Replaced
-from agent.events import ChatMessage, ConnectionStateChanged, Event, TrackReceived
+from agent.events import (
+    ChatMessage,
+    ConnectionStateChanged,
+    Event,
+    ParticipantLeft,
+    TrackReceived,
+)
 from agent.ice import IceOptions
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
 from agent.load.http import LoadHTTP
@@ -81,7 +87,10 @@ class LoadBot:
         self._ice_failed = False
         self._chat_from: set[str] = set()
         self._first_frame: dict[str, float] = {}
-        self._seen_streams: dict[int, tuple[str, StreamQoE]] = {}
+        self._seen_streams: dict[int, tuple[str, str, StreamQoE]] = {}
+        """Every stream received so far, by id: (userId, sessionId, its QoE)."""
+        self._unreachable: set[tuple[str, str]] = set()
+        """(userId, sessionId) of the peers the room dropped as unreachable."""
         self._tasks: list[asyncio.Task[None]] = []
 
     async def run(self, t0: float) -> BotRecord:
@@ -115,6 +124,7 @@ class LoadBot:
                 return
             await asyncio.sleep(CHECK_EVERY)
             self._note_phases()
+            self._streams()  # a peer may die before the stay: its streams are still counted
         self.record.ok = True
 
     def _ready(self) -> bool:
@@ -160,6 +170,8 @@ class LoadBot:
         async for event in events:
             if isinstance(event, ConnectionStateChanged) and event.state == "failed":
                 self._ice_failed = True
+            elif isinstance(event, ParticipantLeft) and event.reason == "unreachable":
+                self._unreachable.add((event.user_id, event.session_id))
             elif isinstance(event, ChatMessage):
                 self._chat_from.add(event.sender)
             elif isinstance(event, TrackReceived) and self.config.decode:
@@ -192,19 +204,24 @@ class LoadBot:
         """The streams received now; each is also remembered, so one whose sender left before
         this bot's stay ended is still reported."""
         now = [
-            (user, q)
+            (user, peer.session_id, q)
             for user, peer in self.room.peers.items()
             if peer.pc is not None
             for q in received_streams(peer.pc)
         ]
-        self._seen_streams.update((id(q), (user, q)) for user, q in now)
-        return now
+        self._seen_streams.update((id(q), (user, session, q)) for user, session, q in now)
+        return [(user, q) for user, _, q in now]
 
     def _collect_qoe(self) -> None:
+        """Every stream's summary. A stream still received, or one of a peer dropped as
+        unreachable (it died: nobody said it left), is frozen from its last frame to now if it
+        stopped; one of a peer that left ended with it."""
         now, sent = time.monotonic(), {"audio": AUDIO_FPS, "video": self.config.fps}
-        for _, q in self._streams():
-            q.close(now)  # a stream still received: frozen since its last frame, if it stopped
-        for user, q in self._seen_streams.values():
+        received = {id(q) for _, q in self._streams()}
+        for key, (user, session, q) in self._seen_streams.items():
+            if key in received or (user, session) in self._unreachable:
+                q.close(now)
+        for user, _, q in self._seen_streams.values():
             kinds = self.record.streams.setdefault(user, {})
             name = q.kind if q.kind not in kinds else f"{q.kind}{len(kinds) + 1}"
             kinds[name] = q.summary(sent[q.kind])
