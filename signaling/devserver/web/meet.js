@@ -14,6 +14,7 @@ const tiles = new Map(); // key ("self", userId, userId + " screen") -> tile
 let mesh = null;
 let sync = null;
 let devices = null; // the camera and microphone being opened
+let paintShare = () => {};
 let audioContext = null;
 let micOn = true;
 let camOn = true;
@@ -50,6 +51,8 @@ async function openDevices() {
   }
 }
 
+/** Wires an on/off button; answers the function that paints it again (after a change made
+ * elsewhere, e.g. the browser's own "Stop sharing"). */
 function toggle(button, flip, isOn, onText, offText) {
   const paint = () => {
     button.textContent = isOn() ? onText : offText;
@@ -61,6 +64,7 @@ function toggle(button, flip, isOn, onText, offText) {
     paint();
   };
   paint();
+  return paint;
 }
 
 async function setMic(on) {
@@ -135,7 +139,7 @@ function enterRoom() {
   if (media.audio) speaking(self, new MediaStream([media.audio]));
   toggle($("mic"), () => setMic(!micOn), () => micOn, "Mute", "Unmute");
   toggle($("cam"), () => setCamera(!camOn), () => camOn, "Camera off", "Camera on");
-  toggle($("share"), () => setSharing(!media.screen), () => !!media.screen, "Stop presenting", "Present screen");
+  paintShare = toggle($("share"), () => setSharing(!media.screen), () => !!media.screen, "Stop presenting", "Present screen");
   $("chat-toggle").onclick = () => ($("chat").hidden = !$("chat").hidden);
   $("leave").onclick = () => leave("You left the meeting.");
 }
@@ -143,14 +147,14 @@ function enterRoom() {
 async function setSharing(on) {
   if (!on) {
     media.screen?.stop();
-    await mesh.replaceTrack("screen", null);
+    await mesh?.replaceTrack("screen", null);
     removeTile(`self screen`);
     return;
   }
   try {
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: true });
     const track = stream.getVideoTracks()[0];
-    track.onended = () => setSharing(false).then(() => toggle($("share"), () => setSharing(!media.screen), () => !!media.screen, "Stop presenting", "Present screen"));
+    track.onended = () => setSharing(false).then(paintShare);
     await mesh.replaceTrack("screen", track);
     const shown = tile("self screen", `${me.name} (presenting)`);
     shown.video.muted = true;
@@ -163,6 +167,8 @@ async function setSharing(on) {
 async function leave(reason) {
   const current = mesh;
   mesh = null;
+  media.screen?.stop();
+  media.screen = null;
   if (current) await current.leave();
   sync?.close();
   ended(reason);

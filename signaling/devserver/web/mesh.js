@@ -245,7 +245,9 @@ export class Mesh extends EventTarget {
     }
     for (const s of own) await this.#quietly(FN.closeSession, { meetingId: this.meetingId, sessionId: s.sessionId });
     for (const peer of [...this.peers.values()]) {
-      if (!this.sessions.has(peer.sessionId) && !peer.negotiating) this.#drop(peer, "left");
+      // A peer still connecting may have a session newer than this list; any other has left.
+      const connecting = peer.state === "new" || peer.state === "connecting";
+      if (!this.sessions.has(peer.sessionId) && !connecting) this.#drop(peer, "left");
     }
     for (const s of sessions) {
       if (s.userId === this.me.userId) continue;
