@@ -309,7 +309,9 @@ def _token(args: argparse.Namespace, option: str, variable: str) -> str:
 
 
 def _serve_command(sub: Subparsers) -> None:
-    p = sub.add_parser("serve", help="run the dev backend (a Connvo-compatible server)")
+    p = sub.add_parser(
+        "serve", help="run the dev backend (a Connvo-compatible server) and its meeting page at /"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_count(0, 65535), default=8787, help="0 picks a free port")
     p.add_argument("--data", type=_writable_dir, help="state directory (default: a fresh temp dir)")

@@ -11,7 +11,8 @@ Where the real backend is odd, this one copies it. Deliberate differences:
   transcript limit is `--transcript-rate` per minute (default 50, the real one);
 - `getTranscriptChunks` without `bucketMs` returns every chunk (the real one, about 30 minutes);
 - arguments are checked strictly: id fields must look like ids of their table;
-- the `dev/*` functions (`dev/configureRoom`) exist only here.
+- the `dev/*` functions (`dev/configureRoom`; the meeting page's `dev/myMeetings` and
+  `dev/invite`) and the page itself (`/`, `/meet/{id}`, `POST /dev/signin`) exist only here.
 """
 
 from signaling.devserver.app import create_app

@@ -141,6 +141,13 @@ function enterRoom() {
   toggle($("cam"), () => setCamera(!camOn), () => camOn, "Camera off", "Camera on");
   paintShare = toggle($("share"), () => setSharing(!media.screen), () => !!media.screen, "Stop presenting", "Present screen");
   $("chat-toggle").onclick = () => ($("chat").hidden = !$("chat").hidden);
+  // The shortcuts of Google Meet: Ctrl+D the microphone, Ctrl+E the camera.
+  onkeydown = (e) => {
+    const button = (e.ctrlKey || e.metaKey) && { d: $("mic"), e: $("cam") }[e.key.toLowerCase()];
+    if (!button || !mesh) return;
+    e.preventDefault();
+    button.click();
+  };
   $("leave").onclick = () => leave("You left the meeting.");
 }
 
@@ -156,7 +163,7 @@ async function setSharing(on) {
     const track = stream.getVideoTracks()[0];
     track.onended = () => setSharing(false).then(paintShare);
     await mesh.replaceTrack("screen", track);
-    const shown = tile("self screen", `${me.name} (presenting)`);
+    const shown = tile("self screen", `${me.name} (presenting)`, "screen");
     shown.video.muted = true;
     shown.video.srcObject = stream;
   } catch (e) {
@@ -190,10 +197,11 @@ addEventListener("pagehide", () => mesh?.leaveOnUnload());
 
 // --- the grid ---------------------------------------------------------------------------------
 
-function tile(key, name) {
+function tile(key, name, kind = "person") {
   let t = tiles.get(key);
   if (t) return t;
   const el = $("tile").content.firstElementChild.cloneNode(true);
+  el.classList.add(kind);
   t = { el, video: el.querySelector("video"), audio: null, meter: null };
   el.dataset.key = key;
   el.querySelector(".name").textContent = name;
@@ -227,7 +235,7 @@ function renderPeer(peer) {
     : "";
   const screen = peer.streams.screen.getVideoTracks()[0];
   if (screen && !screen.muted) {
-    const s = tile(`${peer.userId} screen`, `${peer.name} (presenting)`);
+    const s = tile(`${peer.userId} screen`, `${peer.name} (presenting)`, "screen");
     if (s.video.srcObject !== peer.streams.screen) s.video.srcObject = peer.streams.screen;
   } else removeTile(`${peer.userId} screen`);
 }
