@@ -76,20 +76,25 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def open_page(browser: Browser, web: Backend, member, path: str = "/") -> Page:
-    """A page signed in as `member` (through the page's own sign-in endpoint)."""
+    """A page signed in as `member`."""
     context = await browser.new_context(viewport={"width": 1280, "height": 720})
     page = await context.new_page()
     page.on("console", lambda m: print(f"[page {m.type}] {m.text}") if m.type != "debug" else None)
     await page.goto(web.url + "/")
+    await sign_in(page, member.name)
+    await page.goto(web.url + path)
+    return page
+
+
+async def sign_in(page: Page, name: str) -> None:
+    """Through the page's own endpoint, as its sign-in form does."""
     await page.evaluate(
         """async (name) => {
             const r = await fetch('/dev/signin', {method: 'POST', body: JSON.stringify({name})});
             localStorage.setItem('connvo.session', JSON.stringify(await r.json()));
         }""",
-        member.name,
+        name,
     )
-    await page.goto(web.url + path)
-    return page
 
 
 async def join_page(browser: Browser, web: Backend, meeting: Meeting, index: int = 0) -> Page:
@@ -409,3 +414,28 @@ async def test_closing_the_tab_leaves_and_a_second_tab_replaces_the_first(web, b
                 if isinstance(event, ParticipantLeft) and event.user_id == meeting[0].user_id:
                     break
         assert [s.userId for s in await b.api.active_sessions(meeting.id)] == [b.user_id]
+
+
+async def test_a_page_over_plain_http_from_elsewhere_joins_to_watch(web):
+    """Opened by a name that is not loopback over http (as from another machine), the page is
+    not a secure context: no camera or microphone, but it still joins, sees and hears. The name
+    resolves to 127.0.0.1 inside Chromium, so nothing leaves the machine."""
+    meeting = await web.meeting(2)
+    port = web.url.rsplit(":", 1)[1]
+    rules = "--host-resolver-rules=MAP meet.test 127.0.0.1"
+    async with bot(meeting, 1) as b, async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[*FLAGS, rules])
+        page = await browser.new_page()
+        await page.goto(f"http://meet.test:{port}/")
+        assert not await page.evaluate("isSecureContext")
+        await sign_in(page, meeting[0].name)
+        await page.goto(f"http://meet.test:{port}/meet/{meeting.id}?ice=relay")
+        await expect(page.locator("#lobby-note")).to_contain_text("only on a secure page")
+        await page.get_by_role("button", name="Join now").click()
+        await expect(page.locator("#grid .tile[data-state='connected']")).to_have_count(1)
+        first = await frames_decoded(page)
+        await asyncio.sleep(1.0)
+        assert await frames_decoded(page) > first
+        await until(lambda: page_peer(b, meeting) is not None)
+        assert page_peer(b, meeting).frames_received("video") == 0
+        await browser.close()

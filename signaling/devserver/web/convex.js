@@ -78,7 +78,7 @@ export class Sync {
     this.onRefused = onRefused;
     this.subs = new Map();
     this.nextId = 0;
-    this.sessionId = crypto.randomUUID();
+    this.sessionId = randomId();
     this.connections = 0;
     this.attempt = 0;
     this.closed = false;
@@ -204,6 +204,12 @@ export class Sync {
     this.live = live;
     this.onLive(live);
   }
+}
+
+/** 32 random hex digits. (crypto.randomUUID exists only on secure pages; a page opened over
+ * plain http from another machine can still see and hear a meeting.) */
+export function randomId() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function add(sub) {

@@ -41,6 +41,10 @@ function lobby() {
 }
 
 async function openDevices() {
+  if (!navigator.mediaDevices) {
+    $("lobby-note").textContent = "Camera and microphone work only on a secure page (https, or http://127.0.0.1 and localhost): you can still join, see and hear the others.";
+    return;
+  }
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
     media.audio = stream.getAudioTracks()[0] ?? null;

@@ -2,7 +2,7 @@
 // the fixed m-line order, trickled ICE, reading signals, chat, health, leave. The bots speak the
 // same (agent/mesh.py, agent/peer.py); names here follow theirs.
 
-import { ConnvoError, FN } from "./convex.js";
+import { ConnvoError, FN, randomId } from "./convex.js";
 
 const ANSWER_TIMEOUT = 10_000; // an offer or answer not connected by then: a stale session
 const DEAD_AFTER = 15_000; // not connected, or nothing arriving, for this long: gone
@@ -69,7 +69,7 @@ export class Mesh extends EventTarget {
     this.features = room.features;
     this.iceServers = room.iceServers ?? [];
     await this.#call(FN.joinMeeting, { meetingId: this.meetingId });
-    this.sessionId = crypto.randomUUID().replaceAll("-", "");
+    this.sessionId = randomId();
     await this.#call(FN.createSession, { meetingId: this.meetingId, sessionId: this.sessionId });
     const sessions = await this.#call(FN.activeSessions, { meetingId: this.meetingId });
     const users = new Set(sessions.map((s) => s.userId).filter((u) => u !== this.me.userId));
@@ -356,7 +356,7 @@ export class Mesh extends EventTarget {
   sendChat(text) {
     if (!this.features?.chat) throw new JoinError("Chat is off in this meeting.");
     if (encoder.encode(text).length > MAX_CHAT) throw new JoinError(`A message holds at most ${MAX_CHAT / 1024} KiB.`);
-    const message = { type: "chat", id: crypto.randomUUID().replaceAll("-", ""), from: this.me.userId, text, ts: Date.now() };
+    const message = { type: "chat", id: randomId(), from: this.me.userId, text, ts: Date.now() };
     for (const peer of this.peers.values()) peer.sendChat(message);
     return message;
   }
