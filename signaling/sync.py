@@ -320,25 +320,29 @@ class SyncClient:
 
     async def _read(self, link: _Link) -> None:
         """Applies each message; one that is malformed anywhere (not text, not JSON, a field of
-        the wrong type) means the socket cannot be trusted: it is dropped and reopened. A server
-        silent for INACTIVE seconds (it pings every 15) is gone, whatever TCP says."""
+        the wrong type) means the socket cannot be trusted: it is dropped and reopened."""
         while True:
+            # A message and its parse are up to 16 MiB each: no name here holds them while the
+            # next one arrives, or two would be alive at once.
             try:
-                async with asyncio.timeout(INACTIVE):
-                    raw = await link.ws.recv()
-            except TimeoutError:
-                raise ProtocolViolation(
-                    WHERE, f"the server was silent for {INACTIVE:.0f} s"
-                ) from None
-            if not isinstance(raw, str):
-                raise ProtocolViolation(WHERE, "a binary message")
-            try:
-                message = json.loads(raw)
-                self._receive(link, message if isinstance(message, dict) else {})
+                self._receive(link, await self._next(link))
             except MALFORMED as e:
                 raise ProtocolViolation(
                     WHERE, f"a malformed message ({type(e).__name__})"
                 ) from None
+
+    async def _next(self, link: _Link) -> dict[str, Any]:
+        """The next message, parsed. A server silent for INACTIVE seconds (it pings every 15)
+        is gone, whatever TCP says."""
+        try:
+            async with asyncio.timeout(INACTIVE):
+                raw = await link.ws.recv()
+        except TimeoutError:
+            raise ProtocolViolation(WHERE, f"the server was silent for {INACTIVE:.0f} s") from None
+        if not isinstance(raw, str):
+            raise ProtocolViolation(WHERE, "a binary message")
+        message = json.loads(raw)
+        return message if isinstance(message, dict) else {}
 
     def _receive(self, link: _Link, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -368,8 +372,11 @@ class SyncClient:
         if message.get("startVersion") != link.version:
             raise ProtocolViolation(WHERE, "a transition from a version we are not at")
         link.version = message.get("endVersion") or {}
-        for change in message.get("modifications") or ():
-            sub = self._subs.get(change.get("queryId"))
+        # A transition may change one query several times (a result re-sent per write): only
+        # its last result counts, so only that one is parsed.
+        last = {change.get("queryId"): change for change in message.get("modifications") or ()}
+        for query_id, change in last.items():
+            sub = self._subs.get(query_id)
             if sub is None:
                 continue
             if change.get("type") == "QueryUpdated":

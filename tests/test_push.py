@@ -248,6 +248,23 @@ async def test_a_malformed_message_reopens_the_socket_and_the_subscription_comes
     assert sync.error is None
 
 
+async def test_only_the_last_result_of_a_query_in_a_transition_is_parsed():
+    # The dev backend puts every re-run of a query into one transition; only the last counts,
+    # so an earlier one is never parsed (not even this one, which would be a SchemaError).
+    signal = {"_id": "s1", "type": "ice", "fromUserId": "u", "sessionId": "x", "timestamp": 1}
+    results = ["not a list", [{**signal, "data": candidate(1)}], []]
+    updates = [{"type": "QueryUpdated", "queryId": 0, "value": v} for v in results]
+    async with FakeDeployment(lambda n: [_transition(updates)]) as fake:
+        sync = SyncClient(fake.url, "token")
+        await sync.connect()
+        sub = await sync.subscribe(fn.GET_PENDING_SIGNALS, {"meetingId": "m"}, lambda: None)
+        try:
+            await until(lambda: sub.live, timeout=5)
+        finally:
+            await sync.close()
+    assert (sub.value, sub.error, sub.updates) == ([], None, 1)
+
+
 async def test_a_server_that_fails_after_authenticating_is_not_hammered():
     identity = _transition([], query_set=1)
     async with FakeDeployment(lambda n: [identity, '{"type": "FatalError", "error": "x"}']) as fake:
