@@ -1,6 +1,6 @@
 """The one place that replaces aiortc and aioice internals: `install()` checks, then patches.
 
-Three things connvo-agent needs have no public hook, so private functions are replaced (the
+What connvo-agent needs here has no public hook, so private functions are replaced (the
 replacement bodies live with their domain logic; each patch below says why the public API cannot
 do it):
 
@@ -8,13 +8,14 @@ do it):
 - `agent.media.counting`: receivers of `JoinRequest(decode=False)` rooms count, never decode.
 - `agent.media.encoded`: senders of shared pre-encoded packets run a leaner RTP loop.
 - `agent.chat`: a hostile data-channel message cannot raise inside aiortc's transport loop.
+- `agent.media.receiver_stats`: RTP jitter survives the 32-bit timestamp wrap (every receiver).
 
-Every replacement falls back to aiortc's own function unless a per-room context variable or the
-sender's track says otherwise, so patched and plain rooms share a process. Private names change
-between releases without notice: before patching, `install()` checks every private name the
-replacements call, read or write, and refuses to start (`UnsupportedAiortc`, naming the missing
-names and the installed versions) rather than fail deep in a media call. pyproject.toml pins the
-aiortc and aioice versions these checks were made against.
+Every replacement but the jitter fix (a bug fix, for every room) falls back to aiortc's own
+function unless a per-room context variable or the sender's track says otherwise, so patched and
+plain rooms share a process. Private names change between releases without notice: before patching,
+`install()` checks every private name the replacements call, read or write, and refuses to start
+(`UnsupportedAiortc`, naming the missing names and the installed versions) rather than fail deep in
+a media call. pyproject.toml pins the aiortc and aioice versions these checks were made against.
 
 Call `install()` before the first RTCPeerConnection: `Room.__init__` does.
 """
@@ -33,7 +34,7 @@ from typing import Any
 
 from agent import chat, ice
 from agent.errors import AgentError
-from agent.media import counting, encoded
+from agent.media import counting, encoded, receiver_stats
 
 
 class UnsupportedAiortc(AgentError):
@@ -89,6 +90,13 @@ PATCHES = (
         ("self", "stream_id", "pp_id", "data"),
         chat.guarded_receive,
     ),
+    # aiortc's jitter ignores the RTP timestamp wrap (RFC 3550 A.8); the arithmetic sits in the
+    # middle of this method, which both aiortc's receiver and agent.media.counting call.
+    Patch(
+        "aiortc.rtcrtpreceiver:StreamStatistics.add",
+        ("self", "packet"),
+        receiver_stats.stream_add,
+    ),
 )
 
 USED: Mapping[str, tuple[str, ...]] = {
@@ -101,7 +109,19 @@ USED: Mapping[str, tuple[str, ...]] = {
         "_RTCRtpReceiver__codecs",
     ),
     "aiortc.rtcrtpreceiver:RemoteStreamTrack": ("_queue",),
-    "aiortc.rtcrtpreceiver:StreamStatistics": ("add",),
+    "aiortc.rtcrtpreceiver:StreamStatistics": (
+        "add",
+        # agent.media.receiver_stats
+        "base_seq",
+        "max_seq",
+        "cycles",
+        "packets_received",
+        "_clockrate",
+        "_jitter_q4",
+        "_last_arrival",
+        "_last_timestamp",
+    ),
+    "aiortc.utils": ("uint16_gt",),
     "aiortc.codecs": ("is_rtx", "get_encoder"),  # get_encoder: agent.media.encoded
     # agent.media.encoded
     "aiortc.rtcrtpsender:RTCRtpSender": (

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextvars
 import importlib.metadata
+import time
 
 import aioice.ice
 import pytest
 from aiortc import RTCRtpSender, rtcrtpreceiver
+from aiortc.rtp import RtpPacket
 
 from agent.aiortc_patches import Patch, UnsupportedAiortc, check, install, missing
 from agent.ice import ICE_ADDRESSES
@@ -78,3 +80,25 @@ def test_a_changed_signature_is_reported():
         "not the expected (loop, input_q, output_q)",
         "aiortc.rtcrtpsender:RTCRtpSender._run_rtp_gone is missing",
     ]
+
+
+def test_jitter_stays_near_zero_across_the_rtp_timestamp_wrap(monkeypatch):
+    """Packets every 20 ms (960 ticks at 48 kHz) whose timestamps cross 2^32 (and sequence
+    numbers 2^16): aiortc's own arithmetic reads the wrap as a transit change of ~2^32 ticks
+    (jitter ~5.6 million ms)."""
+    install()
+    clock = [1_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    stats = rtcrtpreceiver.StreamStatistics(48_000)
+    jitters = []
+    for n in range(100):
+        stats.add(
+            RtpPacket(
+                sequence_number=(65_500 + n) % 65_536,
+                timestamp=(2**32 - 50 * 960 + n * 960) % 2**32,
+            )
+        )
+        jitters.append(stats.jitter)
+        clock[0] += 0.020
+    assert max(jitters) <= 1
+    assert stats.packets_received == 100 and stats.packets_lost == 0
