@@ -14,9 +14,11 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import Backend, Meeting
 from playwright.async_api import Browser, Page, async_playwright, expect
@@ -31,7 +33,7 @@ from signaling.devserver.store import Store
 
 pytestmark = pytest.mark.timeout(180)
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
@@ -52,7 +54,7 @@ SCREENSHOT = Path(__file__).parent.parent / "docs" / "meeting-page.png"
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     """A dev backend whose rooms hand out a real coturn on loopback."""
-    if shutil.which("chromium") is None:
+    if not Path(CHROMIUM).exists():
         raise RuntimeError("Chromium is not installed: run scripts/setup.sh")
     workdir = tmp_path_factory.mktemp("browser")
     with (
@@ -79,6 +81,8 @@ async def open_page(browser: Browser, web: Backend, member, path: str = "/") -> 
     """A page signed in as `member`."""
     context = await browser.new_context(viewport={"width": 1280, "height": 720})
     page = await context.new_page()
+    page.requested = []  # every URL the page asked for, from the start
+    context.on("request", lambda r: page.requested.append(r.url))
     page.on("console", lambda m: print(f"[page {m.type}] {m.text}") if m.type != "debug" else None)
     await page.goto(web.url + "/")
     await sign_in(page, member.name)
@@ -90,7 +94,11 @@ async def sign_in(page: Page, name: str) -> None:
     """Through the page's own endpoint, as its sign-in form does."""
     await page.evaluate(
         """async (name) => {
-            const r = await fetch('/dev/signin', {method: 'POST', body: JSON.stringify({name})});
+            const r = await fetch('/dev/signin', {
+                method: 'POST',
+                headers: {'Content-Type': 'application/json'},
+                body: JSON.stringify({name}),
+            });
             localStorage.setItem('connvo.session', JSON.stringify(await r.json()));
         }""",
         name,
@@ -148,6 +156,17 @@ def quality_reports(web: Backend, meeting: Meeting, user_id: str) -> list[dict]:
     return [r for r in rows if r["userId"] == user_id]
 
 
+def signals_to(web: Backend, meeting: Meeting, user_id: str) -> list[dict]:
+    """The descriptions stored for `user_id`, handled or not."""
+    store = Store(web.server.data_dir / "connvo.sqlite3")
+    try:
+        with store.transaction() as tx:
+            rows = tx.find("webrtcSignals", meetingId=meeting.id, toUserId=user_id)
+    finally:
+        store.close()
+    return [r for r in rows if r["type"] == "sdp"]
+
+
 def page_peer(room: Room, meeting: Meeting):
     return room.peers.get(meeting[0].user_id)
 
@@ -172,8 +191,6 @@ async def test_page_and_two_bots_meet_chat_and_exchange_media(web, browser, page
         await b.join()
     try:
         page = page or await join_page(browser, web, meeting)
-        requests: list[str] = []  # from now on: everything must come from the dev backend
-        page.on("request", lambda r: requests.append(r.url))
         tiles = page.locator("#grid .tile[data-state='connected']")
         await expect(tiles).to_have_count(2, timeout=30_000)
         for member in meeting.guests:
@@ -203,10 +220,13 @@ async def test_page_and_two_bots_meet_chat_and_exchange_media(web, browser, page
         stats = page.locator("#grid .tile:not(.self) .stats").first
         await expect(stats).to_contain_text("RTT", timeout=15_000)
         await until(lambda: quality_reports(web, meeting, meeting[0].user_id))
-        assert all(
-            r["stats"]["bitrate"] > 0 for r in quality_reports(web, meeting, meeting[0].user_id)
-        )
-        assert requests and all(r.startswith(web.url) for r in requests), requests
+        for report in quality_reports(web, meeting, meeting[0].user_id):
+            stats = report["stats"]
+            assert set(stats) == {"bitrate", "packetLoss", "latency", "jitter"}
+            assert stats["bitrate"] > 10_000  # bits/s of audio and video
+            assert 0 <= stats["packetLoss"] <= 100 and 0 <= stats["latency"] < 1000
+        assert all(r.startswith((web.url, "data:", "blob:")) for r in page.requested)
+        assert any(r.endswith("/web/meet.js") for r in page.requested)
         if page_first and os.environ.get("UPDATE_SCREENSHOT") == "1":
             await page.screenshot(path=SCREENSHOT)
     finally:
@@ -215,14 +235,28 @@ async def test_page_and_two_bots_meet_chat_and_exchange_media(web, browser, page
     await expect(page.locator("#grid .tile")).to_have_count(1, timeout=30_000)  # only "you"
 
 
-async def test_chat_off_shows_no_panel_and_opens_no_channel(web, browser):
+async def meet_one_bot(browser, web, meeting, b: Room, page_first: bool) -> Page:
+    """The page and the bot `b` in `meeting`, connected; the later one offered."""
+    page = await join_page(browser, web, meeting) if page_first else None
+    await b.join()
+    page = page or await join_page(browser, web, meeting)
+    await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+    assert page_peer(b, meeting).offerer == page_first
+    return page
+
+
+ORDERS = pytest.mark.parametrize("page_first", [True, False], ids=["page-first", "bot-first"])
+
+
+@ORDERS
+async def test_chat_off_shows_no_panel_and_opens_no_channel(web, browser, page_first):
     meeting = await web.meeting(2, chat=False, screenSharing=False)
-    page = await join_page(browser, web, meeting)
-    async with bot(meeting, 1) as b:
-        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+    b = bot(meeting, 1)
+    try:
+        page = await meet_one_bot(browser, web, meeting, b, page_first)
         for hidden in ("#chat", "#chat-toggle", "#share"):
             await expect(page.locator(hidden)).to_be_hidden()
-        assert page_peer(b, meeting).channel is None
+        assert page_peer(b, meeting).channel is None and page_peer(b, meeting).pc.sctp is None
         channels = await page.evaluate(
             "[...window.connvo.mesh.peers.values()].map(p => p.channel && p.channel.label)"
         )
@@ -231,13 +265,16 @@ async def test_chat_off_shows_no_panel_and_opens_no_channel(web, browser):
             "[...window.connvo.mesh.peers.values()][0].pc.getTransceivers().length"
         )
         assert mlines == 2  # audio and camera: no screen m-line without screenSharing
+    finally:
+        await b.leave()
 
 
-async def test_screen_share_and_camera_off_reach_the_bots(web, browser):
+@ORDERS
+async def test_screen_share_and_camera_off_reach_the_bots(web, browser, page_first):
     meeting = await web.meeting(2, screenSharing=True)
-    page = await join_page(browser, web, meeting)
-    async with bot(meeting, 1) as b:
-        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+    b = bot(meeting, 1)
+    try:
+        page = await meet_one_bot(browser, web, meeting, b, page_first)
         peer = page_peer(b, meeting)
         await until(lambda: peer.frames_received("video") > 5)
 
@@ -255,6 +292,8 @@ async def test_screen_share_and_camera_off_reach_the_bots(web, browser):
         await page.keyboard.press("Control+e")  # Meet's shortcut, as the button
         await expect(page.get_by_role("button", name="Camera off")).to_be_visible()
         await until(lambda: camera.frames_received > stopped + 5)
+    finally:
+        await b.leave()
 
 
 async def test_leave_closes_the_session_and_a_rejoin_meets_the_bots_again(web, browser):
@@ -310,7 +349,8 @@ async def test_a_meeting_that_cannot_be_joined_says_why(web, browser, case, expe
             await page.get_by_role("button", name="Join now").click()
         await expect(page.locator("#error")).to_contain_text(expected)
         await expect(page.locator("#room")).to_be_hidden()
-        assert await meeting.host.api.active_sessions(meeting.id) == [] or bots
+        active = await meeting.host.api.active_sessions(meeting.id)
+        assert member.user_id not in {s.userId for s in active}  # refused: no session left
     finally:
         for b in bots:
             await b.leave()
@@ -343,11 +383,39 @@ async def test_sign_in_create_invite_and_join_from_the_list(web, browser):
     await expect(page).to_have_url(re.compile(rf"/meet/{meeting_id}$"))
     await expect(page.locator("#title")).to_have_text("Design review")
 
-    bad = await page.evaluate(
-        """async () => (await fetch('/dev/signin', {method: 'POST', body: '{"name": "<b>"}'}))
-            .status"""
-    )
-    assert bad == 400
+
+@pytest.mark.parametrize(
+    "case, status",
+    [
+        ("a name", 200),
+        ("markup in the name", 400),
+        ("not JSON", 415),  # a form or plain-text POST from another site
+        ("too large", 413),
+        ("an admin", 403),
+        ("a rebound host name", 403),  # DNS rebinding: a site whose name points here
+    ],
+)
+async def test_sign_in_refuses_what_only_another_site_would_send(web, case, status):
+    web.user("dev-admin", admin=True)
+    body: dict = {"name": web.unique("person")}
+    headers = {"Content-Type": "application/json"}
+    if case == "markup in the name":
+        body = {"name": "<img src=x onerror=alert(1)>"}
+    elif case == "not JSON":
+        headers = {"Content-Type": "text/plain"}
+    elif case == "too large":
+        body = {"name": "x" * 5000}
+    elif case == "an admin":
+        body = {"name": "dev-admin"}
+    elif case == "a rebound host name":
+        headers["Host"] = "attacker.example"
+    async with httpx.AsyncClient(base_url=web.url, trust_env=False) as client:
+        answer = await client.post("/dev/signin", json=body, headers=headers)
+    assert answer.status_code == status, answer.text
+    if status == 200:
+        assert (await web.api(answer.json()["token"]).current_user()).workosUserId == body["name"]
+    else:
+        assert "token" not in answer.json() and answer.json()["error"]
 
 
 async def test_a_hostile_participant_cannot_break_the_page(web, browser):
@@ -428,7 +496,10 @@ async def test_a_page_over_plain_http_from_elsewhere_joins_to_watch(web):
         page = await browser.new_page()
         await page.goto(f"http://meet.test:{port}/")
         assert not await page.evaluate("isSecureContext")
-        await sign_in(page, meeting[0].name)
+        await page.evaluate(  # /dev/signin answers addresses only: a token from here
+            "(me) => localStorage.setItem('connvo.session', JSON.stringify(me))",
+            {"token": meeting[0].token, "userId": meeting[0].user_id, "name": meeting[0].name},
+        )
         await page.goto(f"http://meet.test:{port}/meet/{meeting.id}?ice=relay")
         await expect(page.locator("#lobby-note")).to_contain_text("only on a secure page")
         await page.get_by_role("button", name="Join now").click()
@@ -439,3 +510,60 @@ async def test_a_page_over_plain_http_from_elsewhere_joins_to_watch(web):
         await until(lambda: page_peer(b, meeting) is not None)
         assert page_peer(b, meeting).frames_received("video") == 0
         await browser.close()
+
+
+async def test_two_pages_meet_each_other(web, browser):
+    """Page to page: trickled candidates and the empty end-of-candidates both ways."""
+    meeting = await web.meeting(2)
+    first = await join_page(browser, web, meeting, 0)
+    second = await join_page(browser, web, meeting, 1)
+    for page, other in ((first, meeting[1]), (second, meeting[0])):
+        tile = page.locator("#grid .tile[data-state='connected']")
+        await expect(tile).to_have_count(1, timeout=30_000)
+        await expect(tile.locator(".name")).to_have_text(other.name)
+    before = await frames_decoded(first), await frames_decoded(second)
+    await asyncio.sleep(1.5)
+    assert await frames_decoded(first) > before[0] > 0
+    assert await frames_decoded(second) > before[1] > 0
+    await second.locator("#chat-text").fill("page to page")
+    await second.locator("#chat-form button").click()
+    line = first.locator("#messages li", has_text="page to page")
+    await expect(line).to_contain_text(meeting[1].name)
+
+
+async def test_a_crashed_session_goes_stale_and_a_killed_bot_is_dropped(web, browser):
+    """A session that never answers is given up after 10 s and not offered to again; a bot
+    killed without leaving is dropped once silent for 15 s (its session stays active)."""
+    meeting = await web.meeting(3)
+    crashed = "c" * 32
+    await meeting[1].api.create_session(meeting.id, crashed)
+    killed = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "agent", "join", "--url", web.url, "--meeting", meeting.id),
+        *("--ice-address", "127.0.0.1", "--send", "audio,video", "--duration", "120"),
+        env={**os.environ, "CONNVO_TOKEN": meeting[2].token},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(30):
+            while meeting[2].user_id not in {
+                s.userId for s in await meeting.host.api.active_sessions(meeting.id)
+            }:
+                await asyncio.sleep(0.2)
+        page = await join_page(browser, web, meeting)  # the newest: it offers to both
+        await expect(page.locator("#grid .tile[data-state='connected']")).to_have_count(1)
+        stale = "(s) => window.connvo.mesh.stale.has(s)"
+        await page.wait_for_function(stale, arg=crashed, timeout=15_000)
+        await asyncio.sleep(4)  # more session lists: no offer again
+        mine = await page.evaluate("window.connvo.mesh.sessionId")
+        offers = signals_to(web, meeting, meeting[1].user_id)
+        assert [s["data"]["type"] for s in offers if s["sessionId"] == mine] == ["offer"]
+
+        killed.kill()  # no leave, no closeSession
+        await expect(page.locator("#grid .tile")).to_have_count(1, timeout=30_000)  # only "you"
+        active = await meeting.host.api.active_sessions(meeting.id)
+        assert meeting[2].user_id in {s.userId for s in active}  # still listed: dead all the same
+    finally:
+        if killed.returncode is None:
+            killed.kill()
+        await killed.wait()

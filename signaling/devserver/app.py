@@ -28,7 +28,7 @@ from signaling.devserver.guards import Ctx
 from signaling.devserver.handlers import ENDPOINTS, Endpoint
 from signaling.devserver.outcome import BadAnswer, Outcome, server_error
 from signaling.devserver.settings import Settings
-from signaling.devserver.store import Read, Store, Write, is_id
+from signaling.devserver.store import Doc, Read, Store, Write, is_id
 from signaling.devserver.sync import Hub, sync_routes
 from signaling.devserver.web import web_routes
 from signaling.functions import Kind
@@ -77,16 +77,18 @@ class Backend:
     def secret(self) -> bytes:
         return self._secret
 
-    async def provision(self, user_name: str) -> str:
-        """The `_id` of the user `user_name`, created if new (the meeting page's sign-in)."""
+    async def provision(self, user_name: str) -> Doc:
+        """The user `user_name`, created if new (the meeting page's sign-in)."""
 
-        def upsert() -> tuple[str, list[Write]]:
+        def upsert() -> tuple[Doc, list[Write]]:
             with self.store.transaction() as tx:
-                return upsert_user(tx, user_name, None), tx.writes
+                user = tx.get("users", upsert_user(tx, user_name, None))
+                assert user is not None
+                return user, tx.writes
 
-        user_id, writes = await run_in_threadpool(upsert)
+        user, writes = await run_in_threadpool(upsert)
         self.hub.publish(writes)
-        return user_id
+        return user
 
     async def version(self, request: Request) -> JSONResponse:
         return JSONResponse({"name": "connvo-dev-backend"})

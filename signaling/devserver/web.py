@@ -8,6 +8,7 @@ offline. It speaks the README's mesh convention through the same functions as th
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -28,7 +29,7 @@ PAGES = Path(__file__).parent / "web"
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; media-src 'self' blob: mediastream:; "
-        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
     ),
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
@@ -65,24 +66,56 @@ class _Static(StaticFiles):
 def _sign_in(backend: Backend):
     async def sign_in(request: Request) -> JSONResponse:
         """`{"name"}` -> `{"token", "userId", "name"}`: anyone who can reach a dev backend may
-        be anyone on it, as anyone with its data dir may (`connvo-agent token`)."""
+        be any of its members, as anyone with its data dir may (`connvo-agent token`); admins
+        are only minted by that command."""
         try:
-            name = _name_of(await request.body())
-        except ValueError as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
-        user_id = await backend.provision(name)
-        return JSONResponse({"token": sign(name, backend.secret), "userId": user_id, "name": name})
+            name = _name_of(await _body_of(request))
+            user = await backend.provision(name)
+            if user.get("orgRole") == "admin":
+                raise _Refused(403, "admins sign in with a token from `connvo-agent token --admin`")
+        except _Refused as e:
+            return JSONResponse({"error": e.message}, status_code=e.status)
+        token = sign(name, backend.secret)
+        return JSONResponse({"token": token, "userId": user["_id"], "name": name})
 
     return sign_in
 
 
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+
+async def _body_of(request: Request) -> bytes:
+    """The body of a sign-in that only this server's own page can send: JSON (a form or a
+    plain-text POST from another site is refused; JSON needs a CORS preflight nobody answers),
+    to an address, not a name (a site whose name was rebound to 127.0.0.1 is refused), capped."""
+    host = request.url.hostname or ""
+    if host != "localhost" and not _is_address(host):
+        raise _Refused(403, f"sign in at an address (e.g. http://127.0.0.1), not at {host!r}")
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise _Refused(415, "the request must be application/json")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_SIGN_IN:
+            raise _Refused(413, "the request is too large")
+    return body
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def _name_of(body: bytes) -> str:
-    if len(body) > MAX_SIGN_IN:
-        raise ValueError("the request is too large")
     try:
         name = json.loads(body).get("name")
     except (ValueError, AttributeError):
-        raise ValueError('the request is not JSON of the form {"name": ...}') from None
+        raise _Refused(400, 'the request is not JSON of the form {"name": ...}') from None
     if not isinstance(name, str) or not re.fullmatch(USER_NAME, name.strip()):
-        raise ValueError("a name is 1 to 64 characters: letters, digits, '.', '_' or '-'")
+        raise _Refused(400, "a name is 1 to 64 characters: letters, digits, '.', '_' or '-'")
     return name.strip()

@@ -17,7 +17,7 @@ export const FN = {
   startMeeting: "meetings/lifecycle/startMeeting",
   joinMeeting: "meetings/lifecycle/joinMeeting",
   leaveMeeting: "meetings/lifecycle/leaveMeeting",
-  participants: "meetings/queries/listMeetingParticipants",
+  getMeeting: "meetings/queries/getMeeting",
   myMeetings: "dev/myMeetings",
   invite: "dev/invite",
 };
@@ -65,7 +65,9 @@ export class Convex {
 
 const ZERO_VERSION = { querySet: 0, identity: 0, ts: "AAAAAAAAAAA=" };
 const SILENT_FOR = 30_000; // the server pings every 15 s
-const MAX_CHUNKS_BYTES = 16 * 1024 * 1024;
+const OPEN_TIMEOUT = 5_000;
+const MAX_CHUNKS = 64;
+const MAX_CHUNKS_BYTES = 16 * 1024 * 1024; // Convex's own limit on a result
 
 /** Subscriptions over the sync protocol, as convex-js speaks it: Connect, Authenticate,
  * ModifyQuerySet; Transitions carry new results. The socket is reopened with backoff (0.1 s
@@ -106,7 +108,9 @@ export class Sync {
     this.version = { ...ZERO_VERSION };
     this.querySet = 0;
     this.chunks = [];
+    this.chunkBytes = 0;
     this.openedAt = Date.now();
+    this.watchdog = setTimeout(() => ws.close(), OPEN_TIMEOUT);
     ws.onopen = () => this.#hello(ws);
     ws.onmessage = (e) => this.#receive(ws, e.data);
     ws.onclose = () => this.#lost(ws);
@@ -159,22 +163,28 @@ export class Sync {
     }
   }
 
+  /** A transition too large for one message comes in parts, in order. */
   #chunk({ partNumber, totalParts, chunk }) {
-    if (partNumber !== this.chunks.length || !(partNumber < totalParts)) throw new Error("chunk out of order");
-    this.chunks.push(chunk);
-    if (this.chunks.reduce((n, c) => n + c.length, 0) > MAX_CHUNKS_BYTES) throw new Error("transition too large");
+    if (partNumber !== this.chunks.length || !(partNumber < totalParts && totalParts <= MAX_CHUNKS)) throw new Error("chunk out of order");
+    this.chunks.push(String(chunk));
+    this.chunkBytes += String(chunk).length;
+    if (this.chunkBytes > MAX_CHUNKS_BYTES) throw new Error("transition too large");
     if (partNumber === totalParts - 1) {
       const whole = this.chunks.join("");
       this.chunks = [];
+      this.chunkBytes = 0;
       this.#transition(JSON.parse(whole));
     }
   }
 
+  /** Only the last result of each query counts: one transition may carry several. */
   #transition({ startVersion, endVersion, modifications }) {
-    if (JSON.stringify(startVersion) !== JSON.stringify(this.version)) throw new Error("a transition from another version");
+    if (!sameVersion(startVersion, this.version)) throw new Error("a transition from another version");
     this.version = endVersion;
-    for (const change of modifications ?? []) {
-      const sub = this.subs.get(change.queryId);
+    const last = new Map();
+    for (const change of modifications ?? []) last.set(change.queryId, change);
+    for (const [queryId, change] of last) {
+      const sub = this.subs.get(queryId);
       if (!sub) continue;
       if (change.type === "QueryUpdated") sub.onValue(change.value);
       else if (change.type === "QueryFailed") {
@@ -204,6 +214,10 @@ export class Sync {
     this.live = live;
     this.onLive(live);
   }
+}
+
+function sameVersion(a, b) {
+  return a?.querySet === b?.querySet && a?.identity === b?.identity && a?.ts === b?.ts;
 }
 
 /** 32 random hex digits. (crypto.randomUUID exists only on secure pages; a page opened over

@@ -45,7 +45,7 @@ async function show(me) {
   $("bot-command").textContent = [
     `HOST=${location.origin}`,
     "BOT=$(connvo-agent token --data DIR --user bot1)   # DIR: the --data of connvo-agent serve",
-    "connvo-agent join --url $HOST --token $BOT --meeting MEETING_ID --send audio,video --echo --ice-address 127.0.0.1",
+    "CONNVO_TOKEN=$BOT connvo-agent join --url $HOST --meeting MEETING_ID --send audio,video --echo --duration 300",
   ].join("\n");
   const convex = new Convex(me.token);
   $("create-form").onsubmit = async (e) => {

@@ -1,23 +1,26 @@
 // The meeting page: a lobby with a preview, then the grid, the controls and the chat of one
-// meeting. The mesh itself is in mesh.js; this file only shows it and takes the person's input.
+// meeting. The mesh itself is in mesh.js; this file shows it and takes the person's input.
 
-import { Convex, ConnvoError, Sync } from "./convex.js";
-import { JoinError, LocalMedia, MAX_CHAT, Mesh } from "./mesh.js";
-import { signedIn, sentence } from "./session.js";
+import { Convex, ConnvoError, FN, Sync } from "./convex.js";
+import { LocalMedia, Mesh, Refusal } from "./mesh.js";
+import { MAX_CHAT } from "./peer.js";
+import { forget, sentence, signedIn } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
-const meetingId = decodeURIComponent(location.pathname.split("/").pop());
 const params = new URLSearchParams(location.search);
-const me = signedIn(`/meet/${encodeURIComponent(meetingId)}${location.search}`);
 const media = new LocalMedia();
-const tiles = new Map(); // key ("self", userId, userId + " screen") -> tile
+const tiles = new Map(); // "self", a userId, or either + " screen" -> tile
+const MAX_MESSAGES = 500;
+const VIDEO = { width: 640, height: 360 };
+let meetingId = null;
+let me = null;
 let mesh = null;
 let sync = null;
 let devices = null; // the camera and microphone being opened
-let paintShare = () => {};
 let audioContext = null;
 let micOn = true;
 let camOn = true;
+let paintShare = () => {};
 
 function show(section) {
   for (const id of ["lobby", "room", "left"]) $(id).hidden = id !== section;
@@ -25,34 +28,93 @@ function show(section) {
 
 function fail(error) {
   console.warn(error);
-  $("error").textContent = sentence(error);
+  $("error-text").textContent = sentence(error);
   $("error").hidden = false;
+  if (error instanceof ConnvoError && error.code === "UNAUTHORIZED") {
+    forget();
+    $("sign-in-again").href = `/?next=${encodeURIComponent(location.pathname + location.search)}`;
+    $("sign-in-again").hidden = false;
+  }
 }
 
-// --- the lobby ----------------------------------------------------------------------------------
+// --- devices ------------------------------------------------------------------------------
 
-function lobby() {
-  $("who").textContent = `Signed in as ${me.name}`;
-  show("lobby");
-  toggle($("lobby-mic"), () => setMic(!micOn), () => micOn, "Microphone on", "Microphone off");
-  toggle($("lobby-cam"), () => setCamera(!camOn), () => camOn, "Camera on", "Camera off");
-  $("join").onclick = join;
-  devices = openDevices();
-}
-
+/** Opens what the switches ask for; without a device (or on a page that is not secure) the
+ * person still joins, sees and hears. */
 async function openDevices() {
   if (!navigator.mediaDevices) {
     $("lobby-note").textContent = "Camera and microphone work only on a secure page (https, or http://127.0.0.1 and localhost): you can still join, see and hear the others.";
     return;
   }
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: camOn && VIDEO });
     media.audio = stream.getAudioTracks()[0] ?? null;
+    if (media.audio) media.audio.enabled = micOn;
     media.camera = stream.getVideoTracks()[0] ?? null;
-    $("preview").srcObject = stream;
   } catch (e) {
     $("lobby-note").textContent = `No camera or microphone (${e.name}): you can still join, see and hear the others.`;
   }
+  showSelf();
+}
+
+function releaseDevices() {
+  for (const label of ["audio", "camera", "screen"]) {
+    media[label]?.stop();
+    media[label] = null;
+  }
+}
+
+/** Audio always flows to every peer: silence without a microphone, so that a peer that sends
+ * nothing either still hears from us, and neither side takes the other for dead. */
+function silence() {
+  return audioContext.createMediaStreamDestination().stream.getAudioTracks()[0];
+}
+
+function showSelf() {
+  const video = mesh ? tiles.get("self")?.video : $("preview");
+  if (video) video.srcObject = media.camera ? new MediaStream([media.camera]) : null;
+  tiles.get("self")?.el.classList.toggle("off", !media.camera);
+}
+
+async function setMic(on) {
+  micOn = on;
+  if (media.audio) media.audio.enabled = on;
+}
+
+/** Camera off releases the device, as meeting apps do; on asks for it again. */
+async function setCamera(on) {
+  camOn = on;
+  media.camera?.stop();
+  media.camera = null;
+  if (on && navigator.mediaDevices) {
+    try {
+      media.camera = (await navigator.mediaDevices.getUserMedia({ video: VIDEO })).getVideoTracks()[0];
+    } catch (e) {
+      camOn = false;
+      fail(new Refusal(`The camera cannot be opened (${e.name}).`));
+    }
+  }
+  await mesh?.sendTrack("camera");
+  showSelf();
+}
+
+async function setSharing(on) {
+  media.screen?.stop();
+  media.screen = null;
+  removeTile("self screen");
+  if (on) {
+    try {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: true });
+      media.screen = stream.getVideoTracks()[0];
+      media.screen.onended = () => setSharing(false).then(paintShare);
+      const shown = tile("self screen", `${me.name} (presenting)`, "screen");
+      shown.video.muted = true;
+      shown.video.srcObject = stream;
+    } catch (e) {
+      if (e.name !== "NotAllowedError") fail(new Refusal(`The screen cannot be shared (${e.name}).`));
+    }
+  }
+  await mesh?.sendTrack("screen");
 }
 
 /** Wires an on/off button; answers the function that paints it again (after a change made
@@ -71,57 +133,43 @@ function toggle(button, flip, isOn, onText, offText) {
   return paint;
 }
 
-async function setMic(on) {
-  micOn = on;
-  if (media.audio) media.audio.enabled = on;
-}
+// --- joining and leaving ------------------------------------------------------------------
 
-/** Camera off releases the device, as meeting apps do; on asks for it again. */
-async function setCamera(on) {
-  camOn = on;
-  if (!on) {
-    media.camera?.stop();
-    await mesh?.replaceTrack("camera", null);
-    media.camera = null;
-  } else {
-    try {
-      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 } });
-      media.camera = stream.getVideoTracks()[0];
-      await mesh?.replaceTrack("camera", media.camera);
-    } catch (e) {
-      camOn = false;
-      fail(new JoinError(`The camera cannot be opened (${e.name}).`));
-    }
-  }
-  const preview = mesh ? tiles.get("self")?.video : $("preview");
-  if (preview) preview.srcObject = media.camera ? new MediaStream([media.camera]) : null;
-  tiles.get("self")?.el.classList.toggle("off", !media.camera);
+function lobby() {
+  $("who").textContent = `Signed in as ${me.name}`;
+  show("lobby");
+  toggle($("lobby-mic"), () => setMic(!micOn), () => micOn, "Microphone on", "Microphone off");
+  toggle($("lobby-cam"), () => setCamera(!camOn), () => camOn, "Camera on", "Camera off");
+  $("join").onclick = join;
+  devices = openDevices();
 }
-
-// --- joining and leaving ----------------------------------------------------------------------
 
 async function join() {
+  if (mesh) return; // a second click while joining
   $("error").hidden = true;
   $("join").disabled = true;
   audioContext ??= new AudioContext();
   await devices;
+  media.audio ??= silence();
   const convex = new Convex(me.token);
-  sync = new Sync(me.token, { onRefused: fail });
+  sync = new Sync(me.token, { onRefused: (error) => end({ error }) });
   sync.open();
   mesh = new Mesh({ convex, sync, meetingId, me, media, relayOnly: params.get("ice") === "relay" });
   window.connvo = { mesh };
   mesh.addEventListener("peer", ({ detail }) => renderPeer(detail.peer));
   mesh.addEventListener("peerleft", ({ detail }) => removePeer(detail.peer));
   mesh.addEventListener("chat", ({ detail }) => addMessage(detail.peer.name, detail.message.text, detail.message.ts));
-  mesh.addEventListener("state", ({ detail }) => ($("status").textContent = `${mesh.peers.size} other${mesh.peers.size === 1 ? "" : "s"} · ${detail.state}`));
-  mesh.addEventListener("ended", ({ detail }) => ended(detail.reason));
+  mesh.addEventListener("state", ({ detail }) => {
+    const n = mesh?.peers.size ?? 0;
+    $("status").textContent = `${n} other${n === 1 ? "" : "s"} · ${detail.state}`;
+  });
+  mesh.addEventListener("ended", ({ detail }) => end(detail));
   try {
     await mesh.join();
   } catch (e) {
-    await mesh.leave();
-    sync.close();
-    mesh = null;
+    await teardown();
     $("join").disabled = false;
+    devices = openDevices();
     fail(e);
     return;
   }
@@ -137,76 +185,62 @@ function enterRoom() {
   $("status").textContent = "waiting for others";
   const self = tile("self", `${me.name} (you)`);
   self.video.muted = true;
-  self.video.srcObject = media.camera ? new MediaStream([media.camera]) : null;
   self.el.classList.add("self");
-  self.el.classList.toggle("off", !media.camera);
-  if (media.audio) speaking(self, new MediaStream([media.audio]));
+  showSelf();
+  speaking(self, new MediaStream([media.audio]));
   toggle($("mic"), () => setMic(!micOn), () => micOn, "Mute", "Unmute");
   toggle($("cam"), () => setCamera(!camOn), () => camOn, "Camera off", "Camera on");
   paintShare = toggle($("share"), () => setSharing(!media.screen), () => !!media.screen, "Stop presenting", "Present screen");
   $("chat-toggle").onclick = () => ($("chat").hidden = !$("chat").hidden);
-  // The shortcuts of Google Meet: Ctrl+D the microphone, Ctrl+E the camera.
-  onkeydown = (e) => {
-    const button = (e.ctrlKey || e.metaKey) && { d: $("mic"), e: $("cam") }[e.key.toLowerCase()];
-    if (!button || !mesh) return;
-    e.preventDefault();
-    button.click();
-  };
-  $("leave").onclick = () => leave("You left the meeting.");
+  $("leave").onclick = () => end({ reason: "You left the meeting." });
 }
 
-async function setSharing(on) {
-  if (!on) {
-    media.screen?.stop();
-    await mesh?.replaceTrack("screen", null);
-    removeTile(`self screen`);
-    return;
-  }
-  try {
-    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true });
-    const track = stream.getVideoTracks()[0];
-    track.onended = () => setSharing(false).then(paintShare);
-    await mesh.replaceTrack("screen", track);
-    const shown = tile("self screen", `${me.name} (presenting)`, "screen");
-    shown.video.muted = true;
-    shown.video.srcObject = stream;
-  } catch (e) {
-    if (e.name !== "NotAllowedError") fail(new JoinError(`The screen cannot be shared (${e.name}).`));
-  }
-}
+// The shortcuts of Google Meet: Ctrl+D the microphone, Ctrl+E the camera.
+addEventListener("keydown", (e) => {
+  const button = (e.ctrlKey || e.metaKey) && { d: $("mic"), e: $("cam") }[e.key.toLowerCase()];
+  if (!button || !mesh?.joined) return;
+  e.preventDefault();
+  button.click();
+});
 
-async function leave(reason) {
-  const current = mesh;
-  mesh = null;
-  media.screen?.stop();
-  media.screen = null;
-  if (current) await current.leave();
-  sync?.close();
-  ended(reason);
-}
-
-function ended(reason) {
+/** Whatever ended the meeting for this page (Leave, another tab, a refused sign-in): leave,
+ * release the devices, say why. */
+async function end({ reason, error }) {
+  await teardown();
   for (const key of [...tiles.keys()]) removeTile(key);
   $("messages").replaceChildren();
-  $("left-reason").textContent = reason;
+  $("left-reason").textContent = reason ?? "You are no longer in the meeting.";
   show("left");
-  $("rejoin").onclick = () => {
-    show("lobby");
-    $("join").disabled = false;
-    join();
-  };
+  if (error) fail(error);
 }
+
+async function teardown() {
+  const current = mesh;
+  mesh = null;
+  await current?.leave();
+  sync?.close();
+  sync = null;
+  releaseDevices();
+}
+
+$("rejoin").onclick = () => {
+  $("error").hidden = true;
+  show("lobby");
+  $("join").disabled = false;
+  devices = openDevices();
+  join();
+};
 
 addEventListener("pagehide", () => mesh?.leaveOnUnload());
 
-// --- the grid ---------------------------------------------------------------------------------
+// --- the grid -----------------------------------------------------------------------------
 
 function tile(key, name, kind = "person") {
   let t = tiles.get(key);
   if (t) return t;
   const el = $("tile").content.firstElementChild.cloneNode(true);
   el.classList.add(kind);
-  t = { el, video: el.querySelector("video"), audio: null, meter: null };
+  t = { el, video: el.querySelector("video") };
   el.dataset.key = key;
   el.querySelector(".name").textContent = name;
   el.querySelector(".avatar").textContent = (name.trim()[0] ?? "?").toUpperCase();
@@ -216,36 +250,34 @@ function tile(key, name, kind = "person") {
 }
 
 function renderPeer(peer) {
-  if (!mesh) return;
+  if (mesh?.peers.get(peer.userId) !== peer) return; // gone before its news arrived
   const t = tile(peer.userId, peer.name);
   t.el.querySelector(".name").textContent = peer.name;
   t.el.dataset.state = peer.state;
   t.el.querySelector(".state").textContent = peer.state === "connected" ? "" : peer.state;
-  const camera = peer.streams.camera;
+  const { camera, audio, screen } = peer.streams;
   if (t.video.srcObject !== camera) t.video.srcObject = camera;
   const video = camera.getVideoTracks()[0];
   t.el.classList.toggle("off", !video || video.muted);
-  const audio = peer.streams.audio;
   if (audio.getAudioTracks().length && t.audioStream !== audio) {
     t.audioStream = audio;
-    t.audio ??= Object.assign(document.createElement("audio"), { autoplay: true });
+    t.audio ??= t.el.appendChild(Object.assign(document.createElement("audio"), { autoplay: true }));
     t.audio.srcObject = audio;
-    t.el.append(t.audio);
     speaking(t, audio);
   }
   const q = peer.quality;
   t.el.querySelector(".stats").textContent = q && peer.state === "connected"
     ? `RTT ${Math.round(q.latency)} ms · loss ${q.packetLoss.toFixed(1)}% · ${Math.round(q.bitrate / 1000)} kbps`
     : "";
-  const screen = peer.streams.screen.getVideoTracks()[0];
-  if (screen && !screen.muted) {
+  const shared = screen.getVideoTracks()[0];
+  if (shared && !shared.muted) {
     const s = tile(`${peer.userId} screen`, `${peer.name} (presenting)`, "screen");
-    if (s.video.srcObject !== peer.streams.screen) s.video.srcObject = peer.streams.screen;
+    if (s.video.srcObject !== screen) s.video.srcObject = screen;
   } else removeTile(`${peer.userId} screen`);
 }
 
 function removePeer(peer) {
-  if (mesh?.peers.get(peer.userId)) return; // replaced by a newer connection of the same user
+  if (mesh?.peers.has(peer.userId)) return; // replaced by a newer connection of the same user
   removeTile(peer.userId);
   removeTile(`${peer.userId} screen`);
 }
@@ -260,13 +292,11 @@ function removeTile(key) {
 
 /** A ring around a tile while its audio is above a speaking level. */
 function speaking(t, stream) {
-  if (!audioContext) return;
   t.meter?.disconnect();
-  const analyser = audioContext.createAnalyser();
-  analyser.fftSize = 512;
+  t.analyser = audioContext.createAnalyser();
+  t.analyser.fftSize = 512;
   t.meter = audioContext.createMediaStreamSource(stream);
-  t.meter.connect(analyser);
-  t.analyser = analyser;
+  t.meter.connect(t.analyser);
 }
 
 const samples = new Float32Array(512);
@@ -279,7 +309,7 @@ setInterval(() => {
   }
 }, 150);
 
-// --- chat -------------------------------------------------------------------------------------
+// --- chat ---------------------------------------------------------------------------------
 
 $("chat-form").onsubmit = (e) => {
   e.preventDefault();
@@ -291,11 +321,12 @@ $("chat-form").onsubmit = (e) => {
     $("chat-text").value = "";
     $("chat-note").textContent = "";
   } catch (error) {
-    $("chat-note").textContent = error instanceof JoinError ? error.message : String(error);
+    $("chat-note").textContent = error instanceof Refusal ? error.message : String(error);
   }
 };
 $("chat-text").maxLength = MAX_CHAT;
 
+/** Shown as text only; the oldest go past MAX_MESSAGES (a flood must not fill the memory). */
 function addMessage(from, text, ts) {
   const item = document.createElement("li");
   const head = document.createElement("b");
@@ -306,16 +337,24 @@ function addMessage(from, text, ts) {
   body.textContent = text;
   item.append(head, " ", time, body);
   $("messages").append(item);
+  while ($("messages").childElementCount > MAX_MESSAGES) $("messages").firstElementChild.remove();
   item.scrollIntoView({ block: "end" });
 }
 
-// --- start ------------------------------------------------------------------------------------
+// --- start --------------------------------------------------------------------------------
 
 async function start() {
+  try {
+    meetingId = decodeURIComponent(location.pathname.split("/").pop());
+  } catch {
+    fail(new Refusal("This link does not lead to a meeting."));
+    return;
+  }
+  me = signedIn(location.pathname + location.search);
   if (!me) return;
   lobby();
   try {
-    const meeting = await new Convex(me.token).call("meetings/queries/getMeeting", { meetingId });
+    const meeting = await new Convex(me.token).call(FN.getMeeting, { meetingId });
     if (meeting?.title) {
       $("title").textContent = meeting.title;
       document.title = `${meeting.title} · connvo`;

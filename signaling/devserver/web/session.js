@@ -1,7 +1,7 @@
 // Who is signed in (kept in this browser's localStorage), and every error as a sentence.
 
 import { ConnvoError } from "./convex.js";
-import { JoinError } from "./mesh.js";
+import { Refusal } from "./mesh.js";
 
 const KEY = "connvo.session";
 
@@ -33,7 +33,7 @@ export function forget() {
 
 /** What went wrong, for a person: never a code or a stack alone. */
 export function sentence(error) {
-  if (error instanceof JoinError) return error.message;
+  if (error instanceof Refusal) return error.message;
   if (!(error instanceof ConnvoError)) return `Something went wrong: ${error?.message ?? error}`;
   const message = error.message.toLowerCase();
   switch (error.code) {
