@@ -567,3 +567,14 @@ async def test_a_crashed_session_goes_stale_and_a_killed_bot_is_dropped(web, bro
         if killed.returncode is None:
             killed.kill()
         await killed.wait()
+
+
+async def test_pages_carry_their_policy_and_serve_nothing_else(web):
+    async with httpx.AsyncClient(base_url=web.url, trust_env=False) as client:
+        for path in ("/", "/meet/mtg_x", "/web/meet.js", "/web/style.css"):
+            answer = await client.get(path)
+            assert answer.status_code == 200, path
+            policy = answer.headers["content-security-policy"]
+            assert "default-src 'self'" in policy and "form-action 'none'" in policy
+        for path in ("/web/../web.py", "/web/%2e%2e/web.py", "/web/nothing.js"):
+            assert (await client.get(path)).status_code == 404, path

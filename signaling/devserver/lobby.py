@@ -16,6 +16,9 @@ USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """Dev user names: what `connvo-agent token --user` and the page's sign-in accept."""
 
 
+MAX_LISTED = 100
+
+
 class MyMeetingsResult(m.Result):
     meetingId: str
     title: str
@@ -32,6 +35,8 @@ def my_meetings(ctx: Ctx, args: EmptyArgs) -> list[Doc]:
         meeting = ctx.tx.get("meetings", part["meetingId"])
         if meeting is None or meeting["state"] in ("concluded", "cancelled"):
             continue
+        if len(answer) == MAX_LISTED:
+            break
         answer.append(
             {
                 "meetingId": meeting["_id"],
@@ -41,7 +46,7 @@ def my_meetings(ctx: Ctx, args: EmptyArgs) -> list[Doc]:
                 "participantCount": meeting.get("participantCount", 1),
             }
         )
-    return answer[:100]
+    return answer
 
 
 class InviteArgs(m.Args):
