@@ -708,3 +708,30 @@ def test_a_write_published_while_a_query_ran_is_caught():
     hub.publish([Write("webrtcSignals", None, {"meetingId": "mtg_a", "toUserId": "usr_b"})])
     assert hub.touched_since(started, [signals])
     assert not hub.touched_since(hub.ts, [signals])  # nothing since
+
+
+async def test_a_burst_of_writes_sends_one_result_per_query_a_transition(backend: Backend) -> None:
+    """Writes landing while a query runs make it run again; only its last result is sent (as
+    Convex does), or a burst of signals would put many copies of the page into one message."""
+    meeting = await backend.meeting(2)
+    host, guest = meeting.members
+    burst = 40
+    padding = " " + "x" * 4_000  # a slower query, so that writes land while it runs
+    async with raw_sync(backend) as raw:
+        query = raw.add(fn.GET_PENDING_SIGNALS, meetingId=meeting.id)
+        await signed_in(raw, guest, query)
+        limit = asyncio.Semaphore(8)
+
+        async def send(n: int) -> None:
+            async with limit:
+                signal = {"candidate": candidate(n)["candidate"] + padding}
+                await host.api.send_candidate(meeting.id, "s1", signal, guest.user_id)
+
+        sending = asyncio.gather(*(send(n) for n in range(burst)))
+        while len(raw.results[query["queryId"]].get("value", [])) < burst:
+            await raw.transition()
+        await sending
+        for transition in raw.transitions:
+            query_ids = [change["queryId"] for change in transition["modifications"]]
+            assert len(query_ids) == len(set(query_ids)), f"{len(query_ids)} results of one query"
+        assert sorted(numbers(raw.value(query["queryId"]))) == list(range(burst))

@@ -363,15 +363,24 @@ class SyncConnection:
                 await self._flush()
 
     async def _flush(self, extra: list[dict[str, Any]] | None = None) -> None:
-        """Runs the dirty queries and sends one Transition with what changed, if anything did
-        (or if the query set, the identity or an acknowledged mutation needs one)."""
-        modifications = list(extra or ())
+        """Runs the dirty queries, again while writes keep landing on them, and sends one
+        Transition with each changed query's last result, if anything changed (or if the query
+        set, the identity or an acknowledged mutation needs one). As on Convex, a query is in a
+        Transition once: its earlier results are stale, and under a burst of writes each would
+        be another copy of it in the message."""
+        results: dict[int, dict[str, Any]] = {}
         while self._dirty:
             dirty, self._dirty = self._dirty, set()
             for query_id in sorted(dirty):
-                change = await self._run(query_id)
-                if change is not None:
-                    modifications.append(change)
+                result = await self._run(query_id)
+                if result is not None:
+                    results[query_id] = result
+        modifications = list(extra or ())
+        for query_id, result in results.items():
+            query = self._queries.get(query_id)
+            if query is not None and result != query.value:
+                query.value = result
+                modifications.append(result)
         end = {"querySet": self._query_set, "identity": self._identity, "ts": self._sent["ts"]}
         moved = (
             end["querySet"] != self._sent["querySet"] or end["identity"] != self._sent["identity"]
@@ -392,6 +401,7 @@ class SyncConnection:
         self._sent = end
 
     async def _run(self, query_id: int) -> dict[str, Any] | None:
+        """The query's modification as it stands now; None if it was removed while it ran."""
         query = self._queries.get(query_id)
         if query is None:
             return None
@@ -404,12 +414,9 @@ class SyncConnection:
         query.handles = hub.watch(self, query_id, outcome.reads)
         if hub.touched_since(started, outcome.reads):
             self._dirty.add(query_id)  # a write landed before the watch did: run it again
-        change: dict[str, Any] = {"queryId": query_id, "logLines": [], "journal": None}
-        change.update(_modification(query.path, outcome))
-        if change == query.value:
-            return None
-        query.value = change
-        return change
+        result: dict[str, Any] = {"queryId": query_id, "logLines": [], "journal": None}
+        result.update(_modification(query.path, outcome))
+        return result
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -421,7 +428,7 @@ class SyncConnection:
 
     async def _send(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            await self._ws.send_text(json.dumps(message))
+            await self._ws.send_text(json.dumps(message, separators=(",", ":")))
 
     async def _fatal(self, error: str) -> None:
         log.warning("sync client broke the protocol: %s", error)
