@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiortc import RTCPeerConnection
 from conftest import Backend, Meeting
 from playwright.async_api import Browser, Page, async_playwright, expect
 from turnserver import coturn
@@ -578,3 +579,96 @@ async def test_pages_carry_their_policy_and_serve_nothing_else(web):
             assert "default-src 'self'" in policy and "form-action 'none'" in policy
         for path in ("/web/../web.py", "/web/%2e%2e/web.py", "/web/nothing.js"):
             assert (await client.get(path)).status_code == 404, path
+
+
+async def test_an_answer_meant_for_another_tab_of_the_user_is_ignored(web, browser):
+    """Answers are addressed to users: when two tabs of one user offer at once, each reads both
+    answers. The one stored before this tab's offer is the other tab's (here: a real answer of
+    aiortc to another offer, sent as the bot's), and must not be taken."""
+    meeting = await web.meeting(2)
+    async with bot(meeting, 1) as b:
+        offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+        for kind in ("audio", "video", "video"):
+            offerer.addTransceiver(kind)
+        offerer.createDataChannel("chat")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        other_tab = {"type": "answer", "sdp": answerer.localDescription.sdp}
+        await b.api.send_description(meeting.id, b.session_id, other_tab, meeting[0].user_id)
+        await offerer.close()
+        await answerer.close()
+
+        page = await join_page(browser, web, meeting)  # newer: it offers, then reads both
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        await expect(page.locator("#grid .tile[data-state='connected']")).to_have_count(1)
+
+
+async def test_without_devices_the_page_still_sends_audio_and_says_the_camera_is_off(web):
+    """A page that may not open devices, meeting a bot that sends nothing (as a recorder):
+    its silence keeps the connection alive both ways."""
+    meeting = await web.meeting(2)
+    flags = [f for f in FLAGS if f != "--use-fake-ui-for-media-stream"]
+    async with (
+        async_playwright() as p,
+        Room(
+            meeting[1].api.url,
+            meeting[1].token,
+            meeting.id,
+            ice=IceOptions.loopback(),
+            api=meeting[1].api,
+        ) as b,
+    ):
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=flags)
+        page = await join_page(browser, web, meeting)
+        await expect(page.locator("#cam")).to_have_text("Camera on")  # i.e. off now
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        await until(lambda: page_peer(b, meeting).frames_received("audio") > 25)
+        await browser.close()
+
+
+async def test_the_page_says_when_the_server_is_gone_and_when_it_is_back(web, browser):
+    meeting = await web.meeting(2)
+    async with bot(meeting, 1) as b:
+        page = await join_page(browser, web, meeting)
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        web.server.stop()
+        try:
+            note = page.locator("#server-note")
+            await expect(note).to_contain_text("cannot be reached", timeout=15_000)
+            await expect(page.locator("#grid .tile[data-state='connected']")).to_have_count(1)
+        finally:
+            web.server.start()
+        await expect(note).to_be_hidden(timeout=15_000)
+
+
+async def test_a_camera_turned_off_while_it_opens_is_never_sent(web, browser):
+    """Cameras take a while to open; a person who turned it off meanwhile sends nothing."""
+    meeting = await web.meeting(2)
+    context = await browser.new_context()
+    await context.add_init_script(
+        """const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+        navigator.mediaDevices.getUserMedia = async (c) => {
+            await new Promise((r) => setTimeout(r, 1200));
+            return open(c);
+        };"""
+    )
+    page = await context.new_page()
+    await page.goto(web.url + "/")
+    await sign_in(page, meeting[0].name)
+    await page.goto(f"{web.url}/meet/{meeting.id}?ice=relay")
+    await page.get_by_role("button", name="Camera on").click()  # before it has opened
+    await expect(page.get_by_role("button", name="Camera off")).to_be_visible()
+    await page.get_by_role("button", name="Join now").click()
+    async with bot(meeting, 1) as b:
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")
+        await until(lambda: page_peer(b, meeting).frames_received("audio") > 25)
+        assert page_peer(b, meeting).frames_received("video") == 0
+        for _ in range(4):  # on, off, on, off, faster than the camera opens
+            await page.locator("#cam").click()
+        await asyncio.sleep(3)
+        await expect(page.locator("#cam")).to_have_text("Camera on")  # i.e. off now
+        assert page_peer(b, meeting).frames_received("video") == 0
+        assert await page.evaluate("window.connvo.mesh.media.camera === null")
+        await page.locator("#cam").click()  # and on for good: it is sent
+        await until(lambda: page_peer(b, meeting).frames_received("video") > 5)

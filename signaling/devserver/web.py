@@ -114,7 +114,7 @@ def _is_address(host: str) -> bool:
 def _name_of(body: bytes) -> str:
     try:
         name = json.loads(body).get("name")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         raise _Refused(400, 'the request is not JSON of the form {"name": ...}') from None
     if not isinstance(name, str) or not re.fullmatch(USER_NAME, name.strip()):
         raise _Refused(400, "a name is 1 to 64 characters: letters, digits, '.', '_' or '-'")

@@ -21,6 +21,8 @@ let audioContext = null;
 let micOn = true;
 let camOn = true;
 let paintShare = () => {};
+let paintCamera = () => {};
+let cameraAsks = 0; // the camera requests so far: only the last one's track is kept
 
 function show(section) {
   for (const id of ["lobby", "room", "left"]) $(id).hidden = id !== section;
@@ -46,15 +48,30 @@ async function openDevices() {
     $("lobby-note").textContent = "Camera and microphone work only on a secure page (https, or http://127.0.0.1 and localhost): you can still join, see and hear the others.";
     return;
   }
+  const asked = ++cameraAsks;
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: camOn && VIDEO });
     media.audio = stream.getAudioTracks()[0] ?? null;
     if (media.audio) media.audio.enabled = micOn;
-    media.camera = stream.getVideoTracks()[0] ?? null;
+    keepCamera(stream.getVideoTracks()[0] ?? null, asked);
   } catch (e) {
     $("lobby-note").textContent = `No camera or microphone (${e.name}): you can still join, see and hear the others.`;
+    camOn = false;
+    paintCamera();
   }
   showSelf();
+}
+
+/** A camera track that arrived: kept only if it is still the last one asked for and the
+ * camera is still wanted. Devices can take a second to open, and the person may have turned
+ * the camera off meanwhile: nothing is then sent, and the device is released. */
+function keepCamera(track, asked) {
+  if (asked !== cameraAsks || !camOn) {
+    track?.stop();
+    return false;
+  }
+  media.camera = track;
+  return true;
 }
 
 function releaseDevices() {
@@ -65,9 +82,16 @@ function releaseDevices() {
 }
 
 /** Audio always flows to every peer: silence without a microphone, so that a peer that sends
- * nothing either still hears from us, and neither side takes the other for dead. */
+ * nothing either still hears from us, and neither side takes the other for dead. (A
+ * destination with nothing playing into it sends no packets: a muted tone does.) */
 function silence() {
-  return audioContext.createMediaStreamDestination().stream.getAudioTracks()[0];
+  const tone = audioContext.createOscillator();
+  const mute = audioContext.createGain();
+  const out = audioContext.createMediaStreamDestination();
+  mute.gain.value = 0;
+  tone.connect(mute).connect(out);
+  tone.start();
+  return out.stream.getAudioTracks()[0];
 }
 
 function showSelf() {
@@ -84,15 +108,20 @@ async function setMic(on) {
 /** Camera off releases the device, as meeting apps do; on asks for it again. */
 async function setCamera(on) {
   camOn = on;
+  const asked = ++cameraAsks;
   media.camera?.stop();
   media.camera = null;
   if (on && navigator.mediaDevices) {
     try {
-      media.camera = (await navigator.mediaDevices.getUserMedia({ video: VIDEO })).getVideoTracks()[0];
+      const stream = await navigator.mediaDevices.getUserMedia({ video: VIDEO });
+      if (!keepCamera(stream.getVideoTracks()[0], asked)) return;
     } catch (e) {
+      if (asked !== cameraAsks) return;
       camOn = false;
       fail(new Refusal(`The camera cannot be opened (${e.name}).`));
     }
+  } else if (on) {
+    camOn = false; // no devices on this page
   }
   await mesh?.sendTrack("camera");
   showSelf();
@@ -139,7 +168,7 @@ function lobby() {
   $("who").textContent = `Signed in as ${me.name}`;
   show("lobby");
   toggle($("lobby-mic"), () => setMic(!micOn), () => micOn, "Microphone on", "Microphone off");
-  toggle($("lobby-cam"), () => setCamera(!camOn), () => camOn, "Camera on", "Camera off");
+  paintCamera = toggle($("lobby-cam"), () => setCamera(!camOn), () => camOn, "Camera on", "Camera off");
   $("join").onclick = join;
   devices = openDevices();
 }
@@ -164,6 +193,10 @@ async function join() {
     $("status").textContent = `${n} other${n === 1 ? "" : "s"} · ${detail.state}`;
   });
   mesh.addEventListener("ended", ({ detail }) => end(detail));
+  mesh.addEventListener("server", ({ detail }) => {
+    $("server-note").hidden = detail.ok;
+    if (!detail.ok) $("server-note").textContent = `${sentence(detail.error)} The others still see and hear you; reconnecting…`;
+  });
   try {
     await mesh.join();
   } catch (e) {
@@ -189,7 +222,7 @@ function enterRoom() {
   showSelf();
   speaking(self, new MediaStream([media.audio]));
   toggle($("mic"), () => setMic(!micOn), () => micOn, "Mute", "Unmute");
-  toggle($("cam"), () => setCamera(!camOn), () => camOn, "Camera off", "Camera on");
+  paintCamera = toggle($("cam"), () => setCamera(!camOn), () => camOn, "Camera off", "Camera on");
   paintShare = toggle($("share"), () => setSharing(!media.screen), () => !!media.screen, "Stop presenting", "Present screen");
   $("chat-toggle").onclick = () => ($("chat").hidden = !$("chat").hidden);
   $("leave").onclick = () => end({ reason: "You left the meeting." });
@@ -217,6 +250,7 @@ async function end({ reason, error }) {
 async function teardown() {
   const current = mesh;
   mesh = null;
+  $("server-note").hidden = true;
   await current?.leave();
   sync?.close();
   sync = null;
@@ -332,7 +366,8 @@ function addMessage(from, text, ts) {
   const head = document.createElement("b");
   head.textContent = from;
   const time = document.createElement("time");
-  time.textContent = new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const when = new Date(ts);
+  time.textContent = Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   const body = document.createElement("p");
   body.textContent = text;
   item.append(head, " ", time, body);

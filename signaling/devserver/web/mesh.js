@@ -50,6 +50,8 @@ export class Mesh extends EventTarget {
     this.timers = [];
     this.pushedState = "connecting";
     this.pushBroken = false;
+    this.clockOffset = 0; // the backend's clock minus ours, from our session's createdAt
+    this.reachable = true;
     this.joined = false;
     this.left = false;
   }
@@ -67,8 +69,12 @@ export class Mesh extends EventTarget {
     this.iceServers = room.iceServers ?? [];
     await this.convex.call(FN.joinMeeting, args);
     this.sessionId = randomId();
+    const asked = Date.now();
     await this.convex.call(FN.createSession, { ...args, sessionId: this.sessionId });
+    const answered = Date.now();
     const sessions = await this.convex.call(FN.activeSessions, args);
+    const mine = sessions.find((s) => s.sessionId === this.sessionId);
+    if (mine) this.clockOffset = mine.createdAt - (asked + answered) / 2;
     const others = new Set(sessions.map((s) => s.userId).filter((u) => u !== this.me.userId));
     if (others.size + 1 > this.features.maxParticipants) {
       await this.leave();
@@ -133,11 +139,13 @@ export class Mesh extends EventTarget {
       if (!this.sync.live || this.pushBroken) {
         try {
           const signals = await this.convex.call(FN.pendingSignals, args);
+          this.#reach(true);
           await this.#serial(() => this.#handleAll(signals));
           if (signals.length >= PAGE) delay = 0;
           else if ([...this.peers.values()].some((p) => p.awaitingSignals)) delay = POLL_FAST;
         } catch (e) {
           if (ENDS_THE_MEETING.has(e.code)) return this.#end({ error: e });
+          this.#reach(false, e);
           console.warn("reading signals failed:", e.message);
         }
       }
@@ -153,6 +161,14 @@ export class Mesh extends EventTarget {
         console.warn("reading sessions failed:", e.message);
       }
     }, DISCOVER_EVERY));
+  }
+
+  /** "server" events: the backend stopped or started answering (the connections with the
+   * others go on meanwhile, but nobody new can join and nothing is reported). */
+  #reach(ok, error = null) {
+    if (ok === this.reachable) return;
+    this.reachable = ok;
+    this.#emit("server", { ok, error });
   }
 
   /** Everything that touches the peers runs one step at a time, in arrival order. */
@@ -188,12 +204,17 @@ export class Mesh extends EventTarget {
     }
   }
 
-  async #onSignal({ fromUserId: user, sessionId: session, type, data }) {
+  async #onSignal({ fromUserId: user, sessionId: session, type, data, timestamp }) {
     if (user === this.me.userId || typeof user !== "string" || typeof session !== "string" || !data) return;
     if (type === "ice") return this.#candidate(user, session, data);
     checkSdp(data.sdp);
     const peer = data.type === "offer" ? await this.#peerForOffer(user, session) : this.#current(user, session);
-    if (peer && !this.left) await this.#negotiate(peer, data);
+    if (peer && !this.left) await this.#negotiate(peer, data, timestamp);
+  }
+
+  /** Now, by the backend's clock (as signals are stamped). */
+  serverNow() {
+    return Date.now() + this.clockOffset;
   }
 
   /** An offer is proof of life: even a stale session comes back with one. A session of
@@ -219,9 +240,9 @@ export class Mesh extends EventTarget {
   }
 
   /** A description that fails leaves no half-built peer behind. */
-  async #negotiate(peer, description) {
+  async #negotiate(peer, description, timestamp) {
     try {
-      await peer.handleDescription(description);
+      await peer.handleDescription(description, timestamp);
     } catch (e) {
       if (peer.state !== "connected") this.#drop(peer, "negotiation failed");
       throw e;

@@ -70,16 +70,20 @@ export class Peer {
       transceiver.label = label;
     }
     if (features.chat) this.#wireChannel(pc.createDataChannel("chat", { ordered: true }));
+    this.offeredAt = this.mesh.serverNow();
     await pc.setLocalDescription();
     if (pc !== this.pc) return; // replaced or closed meanwhile
     this.#signal(FN.sendDescription, { description: { type: "offer", sdp: pc.localDescription.sdp } });
     this.#startAnswerTimer();
   }
 
-  async handleDescription(description) {
+  /** Answers are addressed to the user, not the session: two tabs of one user offering at
+   * once both read both answers. One stored before our offer went out answers the other tab. */
+  async handleDescription(description, timestamp) {
     this.describedAt = Date.now();
     if (description.type === "offer") return this.#answer(description);
     if (description.type !== "answer" || this.pc?.signalingState !== "have-local-offer") return;
+    if (timestamp < this.offeredAt) return console.debug("an answer to another tab's offer, ignored");
     await this.pc.setRemoteDescription({ type: "answer", sdp: description.sdp });
   }
 
