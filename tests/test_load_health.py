@@ -6,6 +6,7 @@ Timings are never asserted tightly: the machine is shared with other test runs."
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import subprocess
@@ -180,6 +181,20 @@ def test_an_in_process_worker_reports_its_loop_lag_while_running(monkeypatch):
     assert any(p["loop_lag_p99_ms"] > 0 for p in seen)
     (worker,) = result.summary["generator"]["workers"].values()
     assert worker["loop_lag_ms"]["p99"] > 0 and not worker["saturated"]
+
+
+def test_a_worker_freezes_what_its_joining_bots_made_and_hands_it_back_when_they_left(
+    monkeypatch,
+):
+    """So that a full collection, which stops every stream of the worker at once, walks only
+    what was made since (agent.load.collector)."""
+    frozen: list[int] = []
+    monkeypatch.setattr(ProgressDisplay, "update", lambda *_: frozen.append(gc.get_freeze_count()))
+    config = LoadConfig(meetings=1, participants=2, duration=1.5, media="av")
+    result = run_load(config, workers=0, quiet=True)
+    assert result.summary["success_rate"] == 100.0
+    assert max(frozen) > 10_000  # the worker's modules, its bots' peers and feeds
+    assert gc.get_freeze_count() == 0
 
 
 # --- a worker starved for real -----------------------------------------------------------------

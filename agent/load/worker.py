@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.load import collector
 from agent.load.bot import LoadBot, MeetingState
 from agent.load.config import LoadConfig, MeetingPlan
 from agent.load.health import LagSample, LoopLagMeter
@@ -76,6 +77,7 @@ class Worker:
         samplers = [
             asyncio.create_task(self._sample(result.usage)),
             asyncio.create_task(self._lag.run()),
+            asyncio.create_task(collector.keep_short(self._joining)),
         ]
         try:
             result.records = list(await asyncio.gather(*(bot.run(t0) for bot in self._bots)))
@@ -84,10 +86,17 @@ class Worker:
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
+            collector.release()
             result.usage.append(self._meter.read())
             for pool in pools.values():
                 await pool.aclose()
         return result
+
+    def _joining(self) -> bool:
+        """A bot of this worker has yet to connect, fail or leave."""
+        return any(
+            not (r.ok or r.failure_phase or r.left_at) for r in (b.record for b in self._bots)
+        )
 
     async def _sample(self, into: list[Usage]) -> None:
         while True:
