@@ -285,6 +285,7 @@ function tile(key, name, kind = "person") {
 
 function renderPeer(peer) {
   if (mesh?.peers.get(peer.userId) !== peer) return; // gone before its news arrived
+  if (!peer.announced) return; // shown once connected: a retry of a dead session shows nothing
   const t = tile(peer.userId, peer.name);
   t.el.querySelector(".name").textContent = peer.name;
   t.el.dataset.state = peer.state;

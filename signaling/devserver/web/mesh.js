@@ -18,6 +18,8 @@ const MAX_EARLY_SESSIONS = 32;
 const MAX_EARLY_CANDIDATES = 64;
 const MAX_REMEMBERED = 4096;
 const MAX_STALE = 1024;
+const STALE_RETRY = 30_000; // a session that never answered is offered to again after this,
+const STALE_RETRY_MAX = 600_000; // doubling per unanswered try up to this
 const ENDS_THE_MEETING = new Set(["UNAUTHORIZED", "FORBIDDEN"]);
 
 export const REPLACED = "You joined this meeting from another tab or device, so this one has left it.";
@@ -42,7 +44,8 @@ export class Mesh extends EventTarget {
     this.peers = new Map(); // userId -> Peer
     this.sessions = new Map(); // sessionId -> active session, from the last list
     this.names = new Map(); // userId -> display name
-    this.stale = new Set(); // sessions that never answered
+    this.stale = new Map(); // sessions that never answered -> {next, delay}: when to try again
+    this.staleRetry = STALE_RETRY;
     this.early = new Map(); // "user session" -> candidates that came before their description
     this.seen = new Set(); // signal ids handled
     this.unmarked = []; // handled, not yet marked processed
@@ -124,6 +127,7 @@ export class Mesh extends EventTarget {
     const args = { meetingId: this.meetingId };
     const pushed = (handle) => (value) => {
       this.pushBroken = false;
+      this.#reach(true);
       this.#serial(() => handle(value));
     };
     const failed = (error) => {
@@ -291,7 +295,7 @@ export class Mesh extends EventTarget {
       if (this.left) return;
       if (s.userId === this.me.userId) continue;
       const known = this.peers.get(s.userId);
-      if (known?.sessionId === s.sessionId || this.stale.has(s.sessionId) || this.#isNewer(s)) continue;
+      if (known?.sessionId === s.sessionId || this.#isStale(s.sessionId) || this.#isNewer(s)) continue;
       if (known) this.#drop(known, "rejoined");
       await this.#add(s.userId, s.sessionId).offer();
     }
@@ -321,8 +325,10 @@ export class Mesh extends EventTarget {
    * timers and events outlive it): that must not touch its successor. */
   transition(peer, state) {
     if (this.peers.get(peer.userId) !== peer) return;
-    if (state === "connected") peer.aliveAt = Date.now();
-    else if (state === "no_answer") {
+    if (state === "connected") {
+      peer.aliveAt = Date.now();
+      this.stale.delete(peer.sessionId);
+    } else if (state === "no_answer") {
       this.#rememberStale(peer);
       this.#drop(peer, "no answer");
       return;
@@ -331,9 +337,18 @@ export class Mesh extends EventTarget {
     this.#pushState();
   }
 
+  /** Given up for a while, not for good: after an outage longer than the answer timeout,
+   * the offerer's retry is what brings the pair back (the other side never offers). */
   #rememberStale(peer) {
-    this.stale.add(peer.sessionId);
-    if (this.stale.size > MAX_STALE) this.stale.delete(this.stale.values().next().value);
+    const before = this.stale.get(peer.sessionId);
+    const delay = before ? Math.min(2 * before.delay, STALE_RETRY_MAX) : this.staleRetry;
+    this.stale.delete(peer.sessionId); // re-inserted last: the oldest go first
+    this.stale.set(peer.sessionId, { next: Date.now() + delay, delay });
+    if (this.stale.size > MAX_STALE) this.stale.delete(this.stale.keys().next().value);
+  }
+
+  #isStale(session) {
+    return (this.stale.get(session)?.next ?? 0) > Date.now();
   }
 
   /** Report the ICE failure; the offerer of the pair offers anew when a retry is recommended.
@@ -375,6 +390,8 @@ export class Mesh extends EventTarget {
         this.#drop(peer, "unreachable");
       }
     }
+    const due = [...this.stale].some(([session, { next }]) => next <= now && this.sessions.has(session));
+    if (due) await this.#discover([...this.sessions.values()]); // a retry is due: nothing else wakes it
     if (!measured.length || this.left) return;
     const worst = (key, digits) => round(Math.max(...measured.map((q) => q[key])), digits);
     const stats = {
