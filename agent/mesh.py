@@ -4,8 +4,9 @@ when a peer is made, replaced, recovered or dropped.
 Peers report typed transitions (`agent.peer.Transition`); the Mesh answers them here and in no
 other place. Signals reach it from the pump and session lists from discovery. It holds the one
 buffer of candidates that arrive before the description they belong to, and remembers sessions
-that never answered. It reports the session's health to the backend (state, quality, ICE
-failures) and notices peers that went silent. It talks back to the Room only through `MeshHooks`.
+that never answered, to offer to them again after a back-off. It reports the session's health to
+the backend (state, quality, ICE failures) and notices peers that went silent. It talks back to
+the Room only through `MeshHooks`.
 
 What a remote can make it hold is bounded: early candidates (sessions and candidates per
 session), chat outboxes, stale sessions, and peers (one per remote user).
@@ -40,6 +41,8 @@ MAX_EARLY_CANDIDATES = 64
 MAX_CANDIDATE = 1024
 """Characters of one candidate line; real ones are about 100."""
 MAX_STALE = 1024
+MAX_STALE_RETRY = 600.0
+"""Seconds: the longest wait between two offers to a session that never answers."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class MeshHooks:
     mark: Callable[[str], None]
     replaced: Callable[[str], None]
     """A newer session of this user is in the meeting (its sessionId): this one must go."""
+    rediscover: Callable[[], None]
+    """Meet the session list again: an offer is due that no change of the list would bring."""
 
 
 class Mesh:
@@ -65,6 +70,7 @@ class Mesh:
         hooks: MeshHooks,
         *,
         dead_after: float,
+        stale_retry: float,
     ) -> None:
         self._api = api
         self._meeting_id = meeting_id
@@ -72,11 +78,13 @@ class Mesh:
         self._local = local
         self._hooks = hooks
         self._dead_after = dead_after
+        self._stale_retry = stale_retry
         self._me: ActiveSession | None = None
         self._peers: dict[str, Peer] = {}
         self._announced: set[Peer] = set()
         self._early: dict[tuple[str, str], list[IceCandidate]] = {}
-        self._stale: dict[str, None] = {}
+        self._stale: dict[str, tuple[float, float]] = {}
+        """Sessions that never answered: when to offer again (time.monotonic()), and the wait."""
         self._sessions: dict[str, ActiveSession] = {}
         """The active sessions by sessionId, from the last session list read."""
         self._alive_at: dict[Peer, float] = {}
@@ -119,17 +127,24 @@ class Mesh:
             if peer.session_id not in active and not peer.negotiating:
                 await self._drop(peer, "left")
         for session in sessions:
-            if session.userId == self._local.user_id:
+            if not self._offer_due(session):
                 continue
-            known = self._peers.get(session.userId)
-            if known is not None and known.session_id == session.sessionId:
-                continue
-            if session.sessionId in self._stale or self._is_newer(session):
-                continue  # the later session offers; a stale one never answers
-            if known is not None:
+            if (known := self._peers.get(session.userId)) is not None:
                 await self._drop(known, "rejoined")
             await self._add(session.userId, session.sessionId).offer()
             self._hooks.nudge()
+
+    def _offer_due(self, session: ActiveSession) -> bool:
+        """This session offers to `session` now: another user's, earlier than ours (the later
+        one offers), not older than the user's current peer, and not a stale session still
+        waiting for its retry."""
+        if session.userId == self._local.user_id or self._is_newer(session):
+            return False
+        known = self._peers.get(session.userId)
+        if known is not None and not self._later(session, known.session_id):
+            return False  # the current peer's session, or an older one of the same user
+        retry = self._stale.get(session.sessionId)
+        return retry is None or retry[0] <= time.monotonic()
 
     async def _own_sessions(self, sessions: list[ActiveSession]) -> bool:
         """One user, one session, the newest: close older sessions of our user (a crashed or
@@ -205,6 +220,8 @@ class Mesh:
             await peer.handle_description(description)
         except Exception:
             if peer.state != "connected":
+                if peer.offerer:  # our offer got an answer that fails: as one never answered
+                    self._remember_stale(peer.session_id)
                 await self._drop(peer, "negotiation failed")
             raise
         for candidate in self._early.pop((peer.user_id, peer.session_id), []):
@@ -236,6 +253,11 @@ class Mesh:
     # --- what peers report (agent.peer.PeerOwner) -----------------------------------------------
 
     async def send_description(self, peer: Peer, description: RTCSessionDescription) -> None:
+        """Only for a current peer: one dropped while it gathered candidates (several seconds
+        with an unreachable TURN server) would otherwise be answered, and the answer taken by
+        its successor."""
+        if self._peers.get(peer.user_id) is not peer:
+            return
         await self._api.send_description(
             self._meeting_id,
             self._session_id,
@@ -248,6 +270,7 @@ class Mesh:
             return
         if transition == "connected":
             self._alive_at[peer] = time.monotonic()
+            self._stale.pop(peer.session_id, None)
             self._hooks.mark("connected")
             if peer not in self._announced:
                 self._announced.add(peer)
@@ -334,6 +357,8 @@ class Mesh:
             alive_at = self._alive_at.setdefault(peer, now)
             if now - alive_at > self._dead_after:
                 await self._unreachable(peer)
+        if any(self._offer_due(s) for s in self._sessions.values()):
+            self._hooks.rediscover()  # a stale session's retry, or a dropped peer's
         if measured:
             summary = quality.worst(measured)
             await self._api.report_quality(self._meeting_id, self._session_id, summary.as_stats())
@@ -372,7 +397,11 @@ class Mesh:
             self.emit(ParticipantLeft(peer.user_id, peer.session_id, reason))
 
     def _remember_stale(self, session_id: str) -> None:
-        self._stale[session_id] = None
+        """Offered to again after `stale_retry`, twice as long after each further try that
+        goes unanswered, at most MAX_STALE_RETRY; its offer or a connection forgets it."""
+        previous = self._stale.pop(session_id, None)
+        wait = self._stale_retry if previous is None else min(2 * previous[1], MAX_STALE_RETRY)
+        self._stale[session_id] = (time.monotonic() + wait, wait)
         while len(self._stale) > MAX_STALE:
             del self._stale[next(iter(self._stale))]
 

@@ -56,6 +56,9 @@ class RoomSettings:
     notice who left."""
     answer_timeout: float = 10.0
     """An offer unanswered this long is a stale session: dropped, the join goes on."""
+    stale_retry: float = 30.0
+    """A stale session is offered to again this long after, then twice as long after each
+    further unanswered try (at most 10 minutes)."""
     quality_interval: float = 5.0
     """How often peers are measured (and quality reported); silence is noticed at this pace."""
     dead_after: float = 15.0
@@ -290,10 +293,21 @@ class Room:
             answer_timeout=self.settings.answer_timeout,
         )
         hooks = MeshHooks(
-            self._events.emit, self._background.spawn, self._nudge, self._mark, self._replace
+            self._events.emit,
+            self._background.spawn,
+            self._nudge,
+            self._mark,
+            self._replace,
+            self._sessions_changed.set,
         )
         mesh = Mesh(
-            api, meeting, self.session_id, local, hooks, dead_after=self.settings.dead_after
+            api,
+            meeting,
+            self.session_id,
+            local,
+            hooks,
+            dead_after=self.settings.dead_after,
+            stale_retry=self.settings.stale_retry,
         )
         self._mesh = mesh
         self._pump = SignalPump(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -146,8 +147,27 @@ async def test_stale_session_times_out_without_failing_the_join(backend):
         await until(lambda: connected_to(b, [a]))
         await until(lambda: meeting[2].user_id not in b.peers)
         assert b._mesh.is_stale("crashed-client-session")
-        await asyncio.sleep(1.2)  # two rediscoveries: the stale session is not offered again
+        await asyncio.sleep(1.2)  # two rediscoveries: not offered again before stale_retry
         assert meeting[2].user_id not in b.peers
+
+
+async def test_a_stale_session_is_offered_to_again_after_a_doubling_back_off(backend):
+    meeting = await backend.meeting(2)
+    await meeting[1].api.create_session(meeting.id, "crashed-client-session")
+    settings = RoomSettings(
+        poll=FAST.poll,
+        discovery_interval=0.5,
+        quality_interval=0.5,
+        answer_timeout=1.0,
+        stale_retry=2.0,
+    )
+    async with room(meeting, 0, settings):
+        await asyncio.sleep(12)  # offers at 0, ~3 (1 + 2), ~8 (+ 1 + 4); the next at ~17
+    signals = await meeting[1].api.pending_signals(meeting.id)
+    offers = [s.timestamp / 1000 for s in signals if s.type == "sdp" and s.data.type == "offer"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(offers)]
+    assert len(offers) == 3, gaps
+    assert gaps[0] > 1.0 + 2.0 - 0.05 and gaps[1] > 1.0 + 4.0 - 0.05, gaps  # ms timestamps
 
 
 async def test_participant_leaving_and_rejoining_is_seen_as_such(backend):
