@@ -271,7 +271,7 @@ async def test_a_killed_participant_is_reported_left_on_either_side(backend, sur
         assert isinstance(left, ParticipantLeft) and left.reason == "unreachable"
         sessions = await survivor.api.active_sessions(meeting.id)
         assert meeting[1].user_id in {s.userId for s in sessions}  # whatever the backend says
-        # An offerer tries the session once more; unanswered, it is never offered again.
+        # An offerer tries the session once more, then only after the stale back-off (30 s).
         await until(lambda: meeting[1].user_id not in survivor.peers)
         await asyncio.sleep(1.5)
         assert meeting[1].user_id not in survivor.peers
