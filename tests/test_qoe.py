@@ -144,3 +144,23 @@ def test_200_ms_of_delay_shows_in_the_end_to_end_latency(clean):
 def test_jitter_larger_than_the_frame_interval_freezes_video():
     jittery = qoe("delay=300,jitter=300")  # a frame every 67 ms, each 0-600 ms late
     assert jittery["freeze_count"] > 0 and jittery["freeze_ratio"] > 0.01
+
+
+def _video_shown_at(*times: float) -> StreamQoE:
+    stream = StreamQoE("video", 90_000)
+    for seq, at in enumerate(times):
+        stream.packet(seq, 0, True, at)
+    return stream
+
+
+@pytest.mark.parametrize(("gap", "frozen"), [(0.380, False), (0.400, True)])
+def test_a_freeze_is_told_as_libwebrtc_tells_it(gap, frozen):
+    """Nine 100 ms intervals, then `gap`: the mean of the ten, gap included, is 128 or 130 ms,
+    so a freeze needs 384 or 390 ms (three times the mean)."""
+    stream = _video_shown_at(*(i / 10 for i in range(10)), 0.9 + gap)
+    assert stream.freeze_count == int(frozen)
+
+
+def test_no_freeze_is_told_before_five_intervals():
+    assert _video_shown_at(0.0, 0.1, 0.2, 0.3, 1.3).freeze_count == 0
+    assert _video_shown_at(0.0, 0.1, 0.2, 0.3, 0.4, 1.4).freeze_count == 1

@@ -3,8 +3,10 @@ count media, they never decode it): video freezes and frame rate, audio concealm
 delay, and an audio MOS estimate from ITU-T G.107's E-model.
 
 - A video frame is shown when its last packet (the marker bit) arrives. A freeze is a gap
-  between shown frames longer than max(3 x the mean frame interval, mean + 150 ms), the mean
-  over the last 30 intervals: the rule of the browsers' `freezeCount`. Without a decoder, a frame
+  between shown frames of at least max(3 x the mean frame interval, mean + 150 ms), the mean
+  over the last 30 intervals including this gap, in whole milliseconds rounded down, once there
+  are 5: the rule of the browsers' `freezeCount` (libwebrtc's
+  `video/video_quality_observer2.cc`, `OnRenderedFrame`). Without a decoder, a frame
   that lost another of its packets, or refers to a lost frame, still counts as shown: under loss
   the freezes are a lower bound (the loss itself shows in `fps_ratio` and the audio's
   concealment).
@@ -32,6 +34,8 @@ MASK = 0xFFFFFFFF
 MAX_DELAY = 10.0
 """Seconds: a longer computed delay means the sender does not stamp capture times."""
 MEAN_OVER = 30
+MIN_INTERVALS = 5
+"""Intervals in the mean before a freeze can be told (libwebrtc: kMinFrameSamplesToDetectFreeze)."""
 MAX_SAMPLES = 4096
 
 
@@ -113,12 +117,12 @@ class StreamQoE:
         return mos(delay + 2000 * self.jitter + 10, 100 * self.concealed_ratio)
 
     def close(self, now: float) -> None:
-        """Ends the watch at `now`: a stream that stopped is frozen since its last frame."""
-        if self.last_at is None or self.kind != "video" or len(self._intervals) < 3:
+        """Ends the watch at `now`: a stream that stopped is frozen since its last frame (where
+        libwebrtc would call it a pause: a participant sees a frozen picture all the same)."""
+        if self.last_at is None or self.kind != "video":
             return
         gap = now - self.last_at
-        mean = sum(self._intervals) / len(self._intervals)
-        if gap > max(3 * mean, mean + 0.150):
+        if self._is_freeze(gap):
             self.freeze_count += 1
             self.freeze_time += gap
             self.last_at = now
@@ -159,15 +163,20 @@ class StreamQoE:
         self.frames += 1
         if self.last_at is not None:
             gap = now - self.last_at
-            if self.kind == "video" and len(self._intervals) >= 3:
-                mean = sum(self._intervals) / len(self._intervals)
-                if gap > max(3 * mean, mean + 0.150):
-                    self.freeze_count += 1
-                    self.freeze_time += gap
+            if self.kind == "video" and self._is_freeze(gap):
+                self.freeze_count += 1
+                self.freeze_time += gap
             self._intervals.append(gap)
         else:
             self.first_at = now
         self.last_at = now
+
+    def _is_freeze(self, gap: float) -> bool:
+        window = [*self._intervals, gap][-MEAN_OVER:]
+        if len(window) < MIN_INTERVALS:
+            return False
+        mean_ms = sum(int(1000 * g) for g in window) // len(window)
+        return int(1000 * gap) >= max(3 * mean_ms, mean_ms + 150)
 
     def _delay(self, timestamp: int) -> None:
         arrived = capture_timestamp(time.time(), self.clock_rate)
