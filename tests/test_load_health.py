@@ -229,11 +229,13 @@ def test_a_starved_worker_is_saturated_and_fails_the_run_unless_allowed(allow: b
     with hogs(cpu, HOGS):
         done = connvo_agent(
             "load", "--meetings", "3", "--participants", "4", "--duration", "5",
-            "--media", "av", "--workers", "0", "--join-timeout", "60", "--json", *extra,
-            cpu=cpu,
+            "--media", "av", "--workers", "0", "--join-timeout", "60", "--json",
+            "--min-success", "0", *extra, cpu=cpu,
         )  # fmt: skip
     summary = summary_of(done)
-    assert summary["success_rate"] == 100.0, summary["failures"]
+    # A tenth of a core: now and then a bot does not connect in time, as on any such machine;
+    # the verdict is what this test is about (and --min-success 0 keeps it the exit code's).
+    assert summary["success_rate"] >= 75.0, summary["failures"]
     (worker,) = summary["generator"]["workers"].values()
     assert summary["generator"]["saturated"] and worker["saturated"], worker
     assert worker["loop_lag_ms"]["p50"] > 20
