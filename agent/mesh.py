@@ -183,7 +183,7 @@ class Mesh:
         else:
             peer = self._current(user, session)
         if peer is not None:
-            await self._negotiate(peer, data)
+            await self._negotiate(peer, data, signal.timestamp)
         self._hooks.nudge()
 
     async def _peer_for_offer(self, user: str, session: str) -> Peer | None:
@@ -213,11 +213,13 @@ class Mesh:
         before = self._sessions.get(old)
         return before is None or (new.createdAt, new.sessionId) > (before.createdAt, old)
 
-    async def _negotiate(self, peer: Peer, description: SessionDescription) -> None:
+    async def _negotiate(
+        self, peer: Peer, description: SessionDescription, stored_at: float
+    ) -> None:
         """A description that fails leaves no half-built peer behind (a ghost would keep the
         pump polling fast for the rest of the meeting)."""
         try:
-            await peer.handle_description(description)
+            await peer.handle_description(description, stored_at)
         except Exception:
             if peer.state != "connected":
                 if peer.offerer:  # our offer got an answer that fails: as one never answered

@@ -72,6 +72,8 @@ class LocalSide:
     ice: IceOptions
     ice_servers: tuple[IceServer, ...]
     answer_timeout: float
+    clock_offset_ms: float = 0.0
+    """The backend's clock minus ours, from our session's createdAt: signals carry its time."""
 
 
 class PeerOwner(Protocol):
@@ -99,6 +101,7 @@ class Peer:
         self._outbox: list[ChatMessage] = []
         self._answer_timer: asyncio.TimerHandle | None = None
         self._described_at = 0.0
+        self._offered_at = 0.0  # by the backend's clock, ms
         self.chat_sent = 0
         self.chat_received = 0
         self.chat_dropped = 0
@@ -163,19 +166,28 @@ class Peer:
             pc.addTransceiver(track or slot.kind, direction=slot.direction)
         if self._local.plan.chat:
             self._wire_channel(pc.createDataChannel("chat", ordered=True))
+        self._offered_at = 1000 * time.time() + self._local.clock_offset_ms
         await pc.setLocalDescription(await pc.createOffer())
         await self._owner.send_description(self, pc.localDescription)
         self._owner.mark("offer_sent")
         self._start_answer_timer()
 
-    async def handle_description(self, description: SessionDescription) -> None:
-        """An SDP `check_sdp` accepts (the mesh checks it before routing)."""
+    async def handle_description(
+        self, description: SessionDescription, stored_at: float | None = None
+    ) -> None:
+        """An SDP `check_sdp` accepts (the mesh checks it before routing), stored by the
+        backend at `stored_at` (ms). Answers are addressed to users, not sessions: when two
+        processes of one user offer at once, each reads both answers; one stored before our
+        offer went out answers the other process."""
         self._described_at = time.monotonic()
         if description.type == "offer":
             await self._answer(description)
         elif description.type == "answer":
             if self._pc is None or self._pc.signalingState != "have-local-offer":
                 log.debug("%r: answer without an offer, ignored", self)
+                return
+            if stored_at is not None and stored_at < self._offered_at:
+                log.debug("%r: an answer to another session of this user, ignored", self)
                 return
             await self._set_remote(description)
         else:

@@ -275,7 +275,9 @@ class Room:
         self._config = room
         self._plan = plan(room.features, self.request)
         await self._join_meeting()
+        asked = time.time()
         await api.create_session(meeting, self.session_id)
+        created = 1000 * (asked + time.time()) / 2  # by our clock, give or take half a trip
         self._mark("session_created")
         try:
             sessions = await api.active_sessions(meeting)
@@ -283,6 +285,7 @@ class Room:
         except BaseException:
             await self._close_session()
             raise
+        mine = next((s for s in sessions if s.sessionId == self.session_id), None)
         self._joined = True
         local = LocalSide(
             user_id=self._user_id,
@@ -291,6 +294,7 @@ class Room:
             ice=self.ice,
             ice_servers=tuple(room.iceServers or ()),
             answer_timeout=self.settings.answer_timeout,
+            clock_offset_ms=mine.createdAt - created if mine is not None else 0.0,
         )
         hooks = MeshHooks(
             self._events.emit,

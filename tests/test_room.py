@@ -7,6 +7,7 @@ import itertools
 import time
 
 import pytest
+from aiortc import RTCPeerConnection
 
 from agent.demo import _meeting
 from agent.errors import FeatureDisabled, MeetingFull, UnsupportedProvider
@@ -245,3 +246,26 @@ async def test_glare_both_sides_offering_at_once_ends_in_one_connection(backend)
         assert a.peers[b.user_id] is pa and b.peers[a.user_id] is pb
         await until(lambda: len(pa.tracks) == len(pb.tracks) == 1)  # the old ones went with it
         assert [t.kind for t in pa.tracks + pb.tracks] == ["audio", "audio"]
+
+
+async def test_an_answer_meant_for_another_session_of_the_user_is_ignored(backend):
+    """Answers are addressed to users: when two processes of one user offer at once, each
+    reads both answers. The one stored before this one's offer (here: a real aiortc answer to
+    another offer, sent as the other bot's) is the other process's, and must not be taken."""
+    meeting = await backend.meeting(2)
+    async with room(meeting, 1) as older:
+        offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+        for kind in ("audio", "video", "video"):
+            offerer.addTransceiver(kind)
+        offerer.createDataChannel("chat")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        meant_elsewhere = {"type": "answer", "sdp": answerer.localDescription.sdp}
+        await older.api.send_description(
+            meeting.id, older.session_id, meant_elsewhere, meeting[0].user_id
+        )
+        await offerer.close()
+        await answerer.close()
+        async with room(meeting, 0) as newer:  # offers, then reads both answers
+            await until(lambda: connected_to(newer, [older]), timeout=8)
