@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiortc import RTCPeerConnection
 
 from signaling.api import ConnvoAPI
 from signaling.client import RetryPolicy
@@ -118,3 +119,21 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 @pytest.fixture(scope="session")
 def backend(dev_server: DevServer) -> Backend:
     return Backend(dev_server)
+
+
+async def answer_to_another_offer() -> dict[str, str]:
+    """A real answer, laid out as a mesh connection's (audio, camera, screen, chat), to an offer
+    that is not the one being tested: sent as a participant's, it fits that participant's
+    connection and cannot connect it."""
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        for kind in ("audio", "video", "video"):
+            offerer.addTransceiver(kind)
+        offerer.createDataChannel("chat")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        return {"type": "answer", "sdp": answerer.localDescription.sdp}
+    finally:
+        await offerer.close()
+        await answerer.close()

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiortc import RTCPeerConnection
-from conftest import Backend, Meeting
+from conftest import Backend, Meeting, answer_to_another_offer
 from playwright.async_api import Browser, Page, async_playwright, expect
 from turnserver import coturn
 
@@ -595,17 +594,8 @@ async def test_an_answer_meant_for_another_tab_of_the_user_is_ignored(web, brows
     aiortc to another offer, sent as the bot's), and must not be taken."""
     meeting = await web.meeting(2)
     async with bot(meeting, 1) as b:
-        offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
-        for kind in ("audio", "video", "video"):
-            offerer.addTransceiver(kind)
-        offerer.createDataChannel("chat")
-        await offerer.setLocalDescription(await offerer.createOffer())
-        await answerer.setRemoteDescription(offerer.localDescription)
-        await answerer.setLocalDescription(await answerer.createAnswer())
-        other_tab = {"type": "answer", "sdp": answerer.localDescription.sdp}
+        other_tab = await answer_to_another_offer()
         await b.api.send_description(meeting.id, b.session_id, other_tab, meeting[0].user_id)
-        await offerer.close()
-        await answerer.close()
 
         page = await join_page(browser, web, meeting)  # newer: it offers, then reads both
         await until(lambda: (p := page_peer(b, meeting)) is not None and p.state == "connected")

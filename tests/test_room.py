@@ -7,7 +7,7 @@ import itertools
 import time
 
 import pytest
-from aiortc import RTCPeerConnection
+from conftest import answer_to_another_offer
 
 from agent.demo import _meeting
 from agent.errors import FeatureDisabled, MeetingFull, UnsupportedProvider
@@ -254,18 +254,9 @@ async def test_an_answer_meant_for_another_session_of_the_user_is_ignored(backen
     another offer, sent as the other bot's) is the other process's, and must not be taken."""
     meeting = await backend.meeting(2)
     async with room(meeting, 1) as older:
-        offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
-        for kind in ("audio", "video", "video"):
-            offerer.addTransceiver(kind)
-        offerer.createDataChannel("chat")
-        await offerer.setLocalDescription(await offerer.createOffer())
-        await answerer.setRemoteDescription(offerer.localDescription)
-        await answerer.setLocalDescription(await answerer.createAnswer())
-        meant_elsewhere = {"type": "answer", "sdp": answerer.localDescription.sdp}
+        meant_elsewhere = await answer_to_another_offer()
         await older.api.send_description(
             meeting.id, older.session_id, meant_elsewhere, meeting[0].user_id
         )
-        await offerer.close()
-        await answerer.close()
         async with room(meeting, 0) as newer:  # offers, then reads both answers
             await until(lambda: connected_to(newer, [older]), timeout=8)
