@@ -254,18 +254,19 @@ class Mesh:
 
     # --- what peers report (agent.peer.PeerOwner) -----------------------------------------------
 
-    async def send_description(self, peer: Peer, description: RTCSessionDescription) -> None:
-        """Only for a current peer: one dropped while it gathered candidates (several seconds
-        with an unreachable TURN server) would otherwise be answered, and the answer taken by
-        its successor."""
+    async def send_description(self, peer: Peer, description: RTCSessionDescription) -> bool:
+        """Only for a current peer (answers whether it was sent): one dropped while it gathered
+        candidates (several seconds with an unreachable TURN server) would otherwise be
+        answered, and the answer taken by its successor."""
         if self._peers.get(peer.user_id) is not peer:
-            return
+            return False
         await self._api.send_description(
             self._meeting_id,
             self._session_id,
             {"type": description.type, "sdp": description.sdp},
             peer.user_id,
         )
+        return True
 
     def transition(self, peer: Peer, transition: Transition) -> None:
         if self._peers.get(peer.user_id) is not peer:

@@ -79,7 +79,10 @@ class LocalSide:
 class PeerOwner(Protocol):
     """Where a peer sends its descriptions and reports what happens to it."""
 
-    async def send_description(self, peer: Peer, description: RTCSessionDescription) -> None: ...
+    async def send_description(self, peer: Peer, description: RTCSessionDescription) -> bool:
+        """Whether it was sent: not for a peer the owner dropped meanwhile."""
+        ...
+
     def transition(self, peer: Peer, transition: Transition) -> None: ...
     def emit(self, event: Event) -> None: ...
     def mark(self, phase: str) -> None: ...
@@ -168,7 +171,8 @@ class Peer:
             self._wire_channel(pc.createDataChannel("chat", ordered=True))
         self._offered_at = 1000 * time.time() + self._local.clock_offset_ms
         await pc.setLocalDescription(await pc.createOffer())
-        await self._owner.send_description(self, pc.localDescription)
+        if not await self._owner.send_description(self, pc.localDescription):
+            return
         self._owner.mark("offer_sent")
         self._start_answer_timer()
 
@@ -233,8 +237,8 @@ class Peer:
                 transceiver.sender.replaceTrack(track)
             transceiver.direction = slot.direction
         await pc.setLocalDescription(await pc.createAnswer())
-        await self._owner.send_description(self, pc.localDescription)
-        self._start_answer_timer()
+        if await self._owner.send_description(self, pc.localDescription):
+            self._start_answer_timer()
 
     async def _set_remote(self, description: SessionDescription) -> None:
         assert self._pc is not None

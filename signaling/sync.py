@@ -372,8 +372,9 @@ class SyncClient:
         if message.get("startVersion") != link.version:
             raise ProtocolViolation(WHERE, "a transition from a version we are not at")
         link.version = message.get("endVersion") or {}
-        # A transition may change one query several times (a result re-sent per write): only
-        # its last result counts, so only that one is parsed.
+        # A server may change one query several times in one transition (Convex and the dev
+        # backend send one result per query; others need not): only the last one counts, so
+        # only that one is parsed.
         last = {change.get("queryId"): change for change in message.get("modifications") or ()}
         for query_id, change in last.items():
             sub = self._subs.get(query_id)

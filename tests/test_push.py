@@ -249,8 +249,9 @@ async def test_a_malformed_message_reopens_the_socket_and_the_subscription_comes
 
 
 async def test_only_the_last_result_of_a_query_in_a_transition_is_parsed():
-    # The dev backend puts every re-run of a query into one transition; only the last counts,
-    # so an earlier one is never parsed (not even this one, which would be a SchemaError).
+    # A server that puts several results of one query into one transition (the dev backend
+    # used to): only the last counts, so an earlier one is never parsed (not even this one,
+    # which would be a SchemaError).
     signal = {"_id": "s1", "type": "ice", "fromUserId": "u", "sessionId": "x", "timestamp": 1}
     results = ["not a list", [{**signal, "data": candidate(1)}], []]
     updates = [{"type": "QueryUpdated", "queryId": 0, "value": v} for v in results]

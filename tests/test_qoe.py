@@ -153,10 +153,10 @@ def _video_shown_at(*times: float) -> StreamQoE:
     return stream
 
 
-@pytest.mark.parametrize(("gap", "frozen"), [(0.380, False), (0.400, True)])
+@pytest.mark.parametrize(("gap", "frozen"), [(0.383, False), (0.384, True), (0.3844, True)])
 def test_a_freeze_is_told_as_libwebrtc_tells_it(gap, frozen):
-    """Nine 100 ms intervals, then `gap`: the mean of the ten, gap included, is 128 or 130 ms,
-    so a freeze needs 384 or 390 ms (three times the mean)."""
+    """Nine 100 ms intervals, then `gap`: the mean of the ten, gap included and rounded down, is
+    128 ms, so a freeze needs 384 ms or more (three times the mean; `>=`, on whole-ms times)."""
     stream = _video_shown_at(*(i / 10 for i in range(10)), 0.9 + gap)
     assert stream.freeze_count == int(frozen)
 

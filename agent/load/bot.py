@@ -16,6 +16,7 @@ from agent.events import (
     ChatMessage,
     ConnectionStateChanged,
     Event,
+    ParticipantJoined,
     ParticipantLeft,
     TrackReceived,
 )
@@ -172,6 +173,8 @@ class LoadBot:
                 self._ice_failed = True
             elif isinstance(event, ParticipantLeft) and event.reason == "unreachable":
                 self._unreachable.add((event.user_id, event.session_id))
+            elif isinstance(event, ParticipantJoined):
+                self._back(event.user_id)
             elif isinstance(event, ChatMessage):
                 self._chat_from.add(event.sender)
             elif isinstance(event, TrackReceived) and self.config.decode:
@@ -211,6 +214,18 @@ class LoadBot:
         ]
         self._seen_streams.update((id(q), (user, session, q)) for user, session, q in now)
         return [(user, q) for user, _, q in now]
+
+    def _back(self, user: str) -> None:
+        """A peer dropped as unreachable connects again (after an outage, or restarted): its
+        old streams were frozen from their last frame until now, not until the end."""
+        gone = {pair for pair in self._unreachable if pair[0] == user}
+        if not gone:
+            return
+        now = time.monotonic()
+        for u, session, q in self._seen_streams.values():
+            if (u, session) in gone:
+                q.close(now)
+        self._unreachable -= gone
 
     def _collect_qoe(self) -> None:
         """Every stream's summary. A stream still received, or one of a peer dropped as

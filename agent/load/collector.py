@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Callable
 
 FREEZE_EVERY = 0.5
@@ -28,14 +29,16 @@ FREEZE_EVERY = 0.5
 the joins' objects."""
 
 
-async def keep_short(joining: Callable[[], bool]) -> None:
+async def freeze_joins(joining: Callable[[], bool], until: float) -> None:
     """Freezes the survivors now (the worker's modules and plans), then every FREEZE_EVERY
-    seconds, and once more when `joining()` says no bot is left to join. Run as a task;
-    `release()` after the bots left."""
+    seconds, and once more when `joining()` says no bot is left to join, or at `until` (epoch
+    seconds: the last join's deadline; a bot stuck joining must not keep it going all run, as
+    every cycle frozen stays until `release()`, garbage or not). Run as a task; `release()`
+    after the bots left."""
     while True:
         gc.collect(1)
         gc.freeze()
-        if not joining():
+        if not joining() or time.time() > until:
             return
         await asyncio.sleep(FREEZE_EVERY)
 

@@ -8,7 +8,6 @@ measures its event loop's lag (agent.load.health): the generator's own health.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -77,20 +76,24 @@ class Worker:
         samplers = [
             asyncio.create_task(self._sample(result.usage)),
             asyncio.create_task(self._lag.run()),
-            asyncio.create_task(collector.keep_short(self._joining)),
+            asyncio.create_task(collector.freeze_joins(self._joining, self._last_join(t0, config))),
         ]
         try:
             result.records = list(await asyncio.gather(*(bot.run(t0) for bot in self._bots)))
         finally:
             for sampler in samplers:
                 sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
+            await asyncio.gather(*samplers, return_exceptions=True)  # a sampler's error too
             collector.release()
             result.usage.append(self._meter.read())
             for pool in pools.values():
                 await pool.aclose()
         return result
+
+    def _last_join(self, t0: float, config: LoadConfig) -> float:
+        """When the last bot's join times out at the latest (epoch seconds)."""
+        last = max((b.spec.start_offset for b in self._bots), default=0.0)
+        return t0 + last + config.join_timeout + 5.0
 
     def _joining(self) -> bool:
         """A bot of this worker has yet to connect, fail or leave."""

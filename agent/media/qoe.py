@@ -65,7 +65,9 @@ class StreamQoE:
     last_at: float | None = None
     delays: list[float] = field(default_factory=list)
     """Seconds from capture to arrival, decimated past MAX_SAMPLES."""
-    _intervals: deque[float] = field(default_factory=lambda: deque(maxlen=MEAN_OVER))
+    _intervals: deque[int] = field(default_factory=lambda: deque(maxlen=MEAN_OVER))
+    """Milliseconds between shown frames, as libwebrtc counts them: differences of whole-ms
+    (rounded) times."""
     _base_seq: int | None = None
     _highest: int = 0  # extended past 16 bits
     _received: int = 0
@@ -122,7 +124,7 @@ class StreamQoE:
         if self.last_at is None or self.kind != "video":
             return
         gap = now - self.last_at
-        if self._is_freeze(gap):
+        if self._is_freeze(_ms(now) - _ms(self.last_at)):
             self.freeze_count += 1
             self.freeze_time += gap
             self.last_at = now
@@ -162,21 +164,25 @@ class StreamQoE:
     def _shown(self, now: float) -> None:
         self.frames += 1
         if self.last_at is not None:
-            gap = now - self.last_at
-            if self.kind == "video" and self._is_freeze(gap):
+            gap, gap_ms = now - self.last_at, _ms(now) - _ms(self.last_at)
+            if self.kind == "video" and self._is_freeze(gap_ms):
                 self.freeze_count += 1
                 self.freeze_time += gap
-            self._intervals.append(gap)
+            self._intervals.append(gap_ms)
         else:
             self.first_at = now
         self.last_at = now
 
-    def _is_freeze(self, gap: float) -> bool:
-        window = [*self._intervals, gap][-MEAN_OVER:]
-        if len(window) < MIN_INTERVALS:
+    def _is_freeze(self, gap_ms: int) -> bool:
+        """With `gap_ms` counted in the window, as libwebrtc adds it before it checks."""
+        held = len(self._intervals)
+        full = held == MEAN_OVER  # the gap pushes the oldest out
+        count = held + (0 if full else 1)
+        if count < MIN_INTERVALS:
             return False
-        mean_ms = sum(int(1000 * g) for g in window) // len(window)
-        return int(1000 * gap) >= max(3 * mean_ms, mean_ms + 150)
+        total = sum(self._intervals) - (self._intervals[0] if full else 0) + gap_ms
+        mean_ms = total // count
+        return gap_ms >= max(3 * mean_ms, mean_ms + 150)
 
     def _delay(self, timestamp: int) -> None:
         arrived = capture_timestamp(time.time(), self.clock_rate)
@@ -206,6 +212,10 @@ def mos(delay_ms: float, loss_percent: float, ie: float = 0.0, bpl: float = 25.1
     if r >= 100:
         return 4.5
     return min(4.5, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r))
+
+
+def _ms(seconds: float) -> int:
+    return round(1000 * seconds)
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
