@@ -22,13 +22,12 @@ import httpx
 import pytest
 from conftest import Backend, Meeting, answer_to_another_offer
 from playwright.async_api import Browser, Page, async_playwright, expect
-from turnserver import coturn
+from turnserver import relayed_backend
 
 from agent.events import ChatMessage, ParticipantLeft
 from agent.ice import IceOptions
 from agent.media.sources import Outgoing
 from agent.room import JoinRequest, Room
-from signaling.devserver import DevServer
 from signaling.devserver.store import Store
 
 pytestmark = pytest.mark.timeout(180)
@@ -57,15 +56,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     if not Path(CHROMIUM).exists():
         raise RuntimeError("Chromium is not installed: run scripts/setup.sh")
     workdir = tmp_path_factory.mktemp("browser")
-    with (
-        coturn(workdir) as turn,
-        DevServer(
-            workdir / "data",
-            turn_url=turn.url,
-            turn_username=turn.username,
-            turn_credential=turn.credential,
-        ) as server,
-    ):
+    with relayed_backend(workdir) as (_, server):
         yield Backend(server)
 
 

@@ -11,24 +11,14 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from conftest import Backend
 from relay import Relay
 from test_room import FAST, connected_to, room, until
-from turnserver import coturn
+from turnserver import relayed_backend
 
 from agent.ice import ICE_ADDRESSES, IceOptions, filter_sdp
 from agent.room import JoinRequest, Room
-from signaling.devserver import DevServer
 
 
 async def test_relay_only_bots_connect_through_coturn(tmp_path):
-    with (
-        coturn(tmp_path) as turn,
-        DevServer(
-            tmp_path / "backend",
-            turn_url=turn.url,
-            turn_username=turn.username,
-            turn_credential=turn.credential,
-            access_log=True,
-        ) as server,
-    ):
+    with relayed_backend(tmp_path, access_log=True) as (turn, server):
         meeting = await Backend(server).meeting(2)
         config = await meeting.host.api.initialize_room(meeting.id)
         assert [s.url_list for s in config.iceServers] == [[turn.url]]

@@ -10,13 +10,12 @@ import time
 
 from conftest import Backend
 from test_room import FAST, connected_to, until
-from turnserver import coturn
+from turnserver import relayed_backend
 
 from agent.events import ParticipantJoined, ParticipantLeft
 from agent.ice import IceOptions
 from agent.media.sources import Outgoing
 from agent.room import JoinRequest, Room, RoomSettings
-from signaling.devserver import DevServer
 
 SHORT = RoomSettings(
     poll=FAST.poll,
@@ -33,15 +32,7 @@ candidates from the frozen TURN server, then answer_timeout."""
 
 
 async def test_two_bots_cut_off_for_longer_than_dead_after_reconnect(tmp_path):
-    with (
-        coturn(tmp_path) as turn,
-        DevServer(
-            tmp_path / "backend",
-            turn_url=turn.url,
-            turn_username=turn.username,
-            turn_credential=turn.credential,
-        ) as server,
-    ):
+    with relayed_backend(tmp_path) as (_, server):
         meeting = await Backend(server).meeting(2)
         relay = IceOptions(addresses=("127.0.0.1",), policy="relay")
         a, b = (

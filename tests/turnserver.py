@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from signaling.devserver import DevServer
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -68,3 +70,19 @@ def coturn(workdir: Path) -> Iterator[Turn]:
     finally:
         process.terminate()
         process.wait(timeout=5)
+
+
+@contextmanager
+def relayed_backend(workdir: Path, **options: object) -> Iterator[tuple[Turn, DevServer]]:
+    """A coturn on loopback and a dev backend (in workdir/backend) whose rooms hand it out."""
+    with (
+        coturn(workdir) as turn,
+        DevServer(
+            workdir / "backend",
+            turn_url=turn.url,
+            turn_username=turn.username,
+            turn_credential=turn.credential,
+            **options,  # type: ignore[arg-type]
+        ) as server,
+    ):
+        yield turn, server
