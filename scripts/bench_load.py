@@ -37,7 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.load.config import LoadConfig, plan_meetings
-from agent.load.metrics import UsageMeter
+from agent.load.records import UsageMeter
 from agent.load.runner import Target, run_load, setup_meetings
 from agent.load.worker import Worker
 from agent.media import encoded

@@ -19,8 +19,9 @@ import pytest
 
 from agent.load.config import LoadConfig
 from agent.load.health import LagSample, generator, worker_health
-from agent.load.metrics import BotRecord, Usage, exit_code
+from agent.load.metrics import exit_code
 from agent.load.progress import ProgressDisplay
+from agent.load.records import BotRecord, Usage
 from agent.load.report import table
 from agent.load.runner import run_load
 

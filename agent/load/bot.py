@@ -23,7 +23,8 @@ from agent.events import (
 from agent.ice import IceOptions
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
 from agent.load.http import LoadHTTP
-from agent.load.metrics import BotRecord, bot_qoe
+from agent.load.metrics import bot_qoe
+from agent.load.records import BotRecord
 from agent.media.counting import received_streams
 from agent.media.encoded import SharedOutgoing
 from agent.media.qoe import StreamQoE

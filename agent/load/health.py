@@ -20,14 +20,13 @@ worker, lag p50 1-6 ms, MOS 4.4; 96 and 160 bots, lag p50 44-63 and 105-115 ms, 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # metrics imports this module
-    from agent.load.metrics import BotRecord, Usage
+from agent.load.records import BotRecord, Usage
+from agent.media.qoe import nearest_rank
 
 TICK = 0.05
 """Seconds the ticker sleeps between wake-ups."""
@@ -80,10 +79,7 @@ class LoopLagMeter:
 
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest rank, rounded to 0.1; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return round(ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1], 1)
+    return round(nearest_rank(list(values), pct), 1) if values else 0.0
 
 
 def saturated(lag_p50_ms: float) -> bool:

@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.load.metrics import PHASES
+from agent.load.records import PHASES
 
 PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
 """Seconds: join phases take tens of ms on loopback and up to the join timeout (30 s) at worst."""

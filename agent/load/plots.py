@@ -12,7 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after the backend is chosen
 
-from agent.load.metrics import PHASES, BotRecord, Usage, per_second
+from agent.load.metrics import per_second
+from agent.load.records import PHASES, BotRecord, Usage
 
 
 def figure(records: list[BotRecord], usage: list[Usage], started_at: float) -> bytes:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.load.health import saturated_workers
-from agent.load.metrics import PHASES, BotRecord
+from agent.load.records import PHASES, BotRecord
 
 if TYPE_CHECKING:
     from agent.load.runner import LoadResult

@@ -25,8 +25,9 @@ from typing import Any
 
 from agent.load.config import LoadConfig, MeetingPlan, plan_meetings, split
 from agent.load.live import LiveMetrics
-from agent.load.metrics import BotRecord, Usage, summarize
+from agent.load.metrics import summarize
 from agent.load.progress import ProgressDisplay
+from agent.load.records import BotRecord, Usage
 from agent.load.worker import Worker, WorkerResult
 from signaling.api import ConnvoAPI
 from signaling.devserver.process import DevServer

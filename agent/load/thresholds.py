@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.load.metrics import PHASES
+from agent.load.records import PHASES
 
 MEDIA = ("bitrate", "packetLoss", "latency", "jitter")
 DISTRIBUTIONS = (*PHASES, *MEDIA, "mos", "e2e_latency_ms", "concealed_ratio")

@@ -19,7 +19,7 @@ from agent.load.bot import LoadBot, MeetingState
 from agent.load.config import LoadConfig, MeetingPlan
 from agent.load.health import LagSample, LoopLagMeter
 from agent.load.http import LoadHTTP
-from agent.load.metrics import BotRecord, Usage, UsageMeter
+from agent.load.records import BotRecord, Usage, UsageMeter
 from agent.media import counting, encoded
 
 SAMPLE_EVERY = 1.0
