@@ -76,7 +76,8 @@ async def run_bot(options: BotOptions) -> int:
                         if options.echo and not event.text.startswith(ECHO):
                             await room.send_chat(_echo(event.text))
                             chat["sent"] += 1
-        problem = REPLACED if room.replaced else BACKEND_LOST if room.backend_lost else None
+        stats = room.stats()
+        problem = REPLACED if stats.replaced else BACKEND_LOST if stats.backend_lost else None
         if problem:
             print(f"connvo-agent join: {problem}", file=sys.stderr, flush=True)
         summary = {
@@ -87,16 +88,16 @@ async def run_bot(options: BotOptions) -> int:
             "chat_sent": chat["sent"],
             "chat_received": chat["received"],
             "chat_dropped": sum(p.chat_dropped for p in room.peers.values()),
-            "signals": room.signals,
-            "signal_polls": room.signal_polls,
+            "signals": stats.signals,
+            "signal_polls": stats.signal_polls,
             "audio_frames_received": sum(t.frames_received for t in tracks if t.kind == "audio"),
             "video_frames_received": sum(t.frames_received for t in tracks if t.kind == "video"),
-            "join_ms": None if room.join_ms is None else round(room.join_ms, 1),
+            "join_ms": None if stats.join_ms is None else round(stats.join_ms, 1),
             "seconds": round(time.monotonic() - started, 1),
         }
     if options.json:
         print(json.dumps(summary), flush=True)
-    return Replaced.exit_code if room.replaced else 1 if problem else 0
+    return Replaced.exit_code if stats.replaced else 1 if problem else 0
 
 
 def _echo(text: str) -> str:

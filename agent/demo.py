@@ -69,7 +69,7 @@ class _Bot:
         frames = {"audio": 0, "video": 0}
         for track in self.tracks:
             frames[track.kind] += track.frames_received
-        join_ms = self.room.join_ms
+        join_ms = self.room.stats().join_ms
         return BotReport(
             userId=self.room.user_id,
             peers_connected=len(self.peers),

@@ -15,7 +15,6 @@ session), chat outboxes, stale sessions, and peers (one per remote user).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -28,6 +27,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from agent import quality
 from agent.events import ChatMessage, Event, ParticipantJoined, ParticipantLeft
 from agent.peer import LocalSide, Peer, Transition, check_sdp
+from agent.stats import Counters
+from agent.tasks import quietly
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError
 from signaling.models import ActiveSession, IceCandidate, SessionDescription, Signal
@@ -45,7 +46,7 @@ MAX_STALE_RETRY = 600.0
 """Seconds: the longest wait between two offers to a session that never answers."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MeshHooks:
     """What the mesh asks of its room."""
 
@@ -68,6 +69,7 @@ class Mesh:
         session_id: str,
         local: LocalSide,
         hooks: MeshHooks,
+        counters: Counters,
         *,
         dead_after: float,
         stale_retry: float,
@@ -91,8 +93,7 @@ class Mesh:
         self._samples: dict[Peer, quality.Sample] = {}
         self._quality: dict[str, quality.Quality] = {}
         self._pushed_state = "connecting"
-        self.failures_reported = 0
-        self.ice_restarts = 0
+        self._counters = counters
 
     @property
     def peers(self) -> Mapping[str, Peer]:
@@ -158,7 +159,7 @@ class Mesh:
         for session in mine:
             if session.sessionId != self._session_id:
                 log.info("closing an older session of this user (%s)", session.sessionId)
-                await _quietly(self._api.close_session(self._meeting_id, session.sessionId))
+                await quietly(self._api.close_session(self._meeting_id, session.sessionId))
         return False
 
     def _is_newer(self, other: ActiveSession) -> bool:
@@ -329,9 +330,9 @@ class Mesh:
         except ConnvoError as e:  # a backend that cannot take the report must not stop the retry
             log.warning("reporting the ICE failure failed (%s); restarting anyway", e)
             retry = True
-        self.failures_reported += 1
+        self._counters.failures_reported += 1
         if retry and peer.offerer and self._peers.get(peer.user_id) is peer:
-            self.ice_restarts += 1
+            self._counters.ice_restarts += 1
             await peer.offer()
             self._hooks.nudge()
         await self._push_state()
@@ -416,8 +417,3 @@ class Mesh:
 def _carries_media(pc: RTCPeerConnection) -> bool:
     """RTP or RTCP flows both ways whenever an m-line is active in either direction."""
     return any(t.currentDirection not in (None, "inactive") for t in pc.getTransceivers())
-
-
-async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
-    with contextlib.suppress(ConnvoError):
-        await coro

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from agent.stats import Counters
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError
 from signaling.models import Signal
@@ -43,6 +44,8 @@ class SignalPump:
         handle: Callable[[Signal], Awaitable[None]],
         busy: Callable[[], bool],
         settings: PollSettings,
+        *,
+        counters: Counters,
         pushed: Subscription | None = None,
     ) -> None:
         self._api = api
@@ -53,13 +56,8 @@ class SignalPump:
         self._pushed = pushed
         self._wake = asyncio.Event()
         self._seen: OrderedDict[str, bool] = OrderedDict()  # id -> marked processed
-        self.polls = 0
-        """getPendingSignals calls so far: each is a billed function call on Convex."""
-        self.pushes = 0
-        """Pushed results of getPendingSignals handled so far (no call each)."""
+        self._counters = counters
         self._pushed_seen = 0  # the subscription's `updates` last handled
-        self.failing = False
-        """The last read failed (after the client's own retries): the backend is out of reach."""
 
     def nudge(self) -> None:
         self._wake.set()
@@ -71,15 +69,15 @@ class SignalPump:
             pushed = self._pushed is not None and self._pushed.live
             try:
                 count = await (self._take_pushed() if pushed else self.poll_once())
-                if self.failing:
+                if self._counters.reading_fails:
                     log.warning("reading signals works again")
-                self.failing = False
+                self._counters.reading_fails = False
             except ConnvoError as e:
                 # Once per outage, not once per poll: a backend down for a minute is one line.
-                level = logging.DEBUG if self.failing else logging.WARNING
+                level = logging.DEBUG if self._counters.reading_fails else logging.WARNING
                 log.log(level, "reading signals failed: %s", e)
-                self.failing, count = True, 0
-            if pushed and not self.failing:
+                self._counters.reading_fails, count = True, 0
+            if pushed and not self._counters.reading_fails:
                 await self._wake.wait()  # the next result, or the socket went down
                 continue
             if count >= PAGE:
@@ -94,7 +92,7 @@ class SignalPump:
 
     async def poll_once(self) -> int:
         """Handle one page of signals; answers how many came back."""
-        self.polls += 1
+        self._counters.signal_polls += 1
         return await self._take(await self._api.pending_signals(self._meeting_id))
 
     async def _take_pushed(self) -> int:
@@ -104,7 +102,7 @@ class SignalPump:
             raise sub.error
         if sub.updates != self._pushed_seen:  # a nudge wakes the pump too: count results only
             self._pushed_seen = sub.updates
-            self.pushes += 1
+            self._counters.signals_pushed += 1
         return await self._take(sub.value)
 
     async def _take(self, signals: list[Signal]) -> int:

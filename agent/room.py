@@ -19,9 +19,9 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
-from agent import aiortc_patches, quality
+from agent import aiortc_patches
 from agent.chat import new_chat
 from agent.errors import FeatureDisabled, MeetingFull, UnsupportedProvider
 from agent.events import ChatMessage, Event, EventBus, SessionReplaced
@@ -30,8 +30,10 @@ from agent.ice import ICE_ADDRESSES, IceOptions
 from agent.media.counting import COUNTED, ReceiveTally
 from agent.mesh import Mesh, MeshHooks
 from agent.peer import LocalSide, Peer
-from agent.pump import PollSettings, SignalPump
-from agent.tasks import Background
+from agent.pump import SignalPump
+from agent.settings import RoomSettings
+from agent.stats import Counters, RoomStats
+from agent.tasks import Background, quietly
 from signaling import functions as fn
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError, InvalidArgs, MeetingNotActive, TLSError, Unauthorized
@@ -40,30 +42,6 @@ from signaling.models import Room as RoomConfig
 from signaling.sync import Subscription, SyncClient, SyncUnavailable
 
 log = logging.getLogger(__name__)
-
-
-Signals = Literal["push", "poll"]
-
-
-@dataclass(frozen=True)
-class RoomSettings:
-    signals: Signals = "push"
-    """push: subscribe to signals and sessions over the sync protocol where the deployment
-    speaks it (else, and while its socket is down, poll); poll: never open a socket."""
-    poll: PollSettings = field(default_factory=PollSettings)
-    discovery_interval: float = 5.0
-    """While nothing is pushed: how often the session list is read again, to find peers and
-    notice who left."""
-    answer_timeout: float = 10.0
-    """An offer unanswered this long is a stale session: dropped, the join goes on."""
-    stale_retry: float = 30.0
-    """A stale session is offered to again this long after, then twice as long after each
-    further unanswered try (at most 10 minutes)."""
-    quality_interval: float = 5.0
-    """How often peers are measured (and quality reported); silence is noticed at this pace."""
-    dead_after: float = 15.0
-    """A peer silent this long (no connection, or no media where media flows) has left."""
-    max_participants: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +100,7 @@ class Room:
         self._sessions_changed = asyncio.Event()
         self._events = EventBus()
         self._timeline: dict[str, float] = {}
+        self._counters = Counters()
         self._join_started: float | None = None
         self._replaced_by: str | None = None
         self._leaving: asyncio.Task[None] | None = None
@@ -165,10 +144,6 @@ class Room:
         return self._mesh.peers if self._mesh is not None else MappingProxyType({})
 
     @property
-    def quality(self) -> Mapping[str, quality.Quality]:
-        return self._mesh.quality if self._mesh is not None else MappingProxyType({})
-
-    @property
     def timeline(self) -> Mapping[str, float]:
         """When each join phase was first reached (time.monotonic()), e.g. "connected"."""
         return MappingProxyType(self._timeline)
@@ -178,54 +153,25 @@ class Room:
         """What the counting receivers got, for a room joined with `decode=False`."""
         return self._received
 
-    @property
-    def join_started(self) -> float | None:
-        return self._join_started
-
-    @property
-    def first_connected(self) -> float | None:
-        return self._timeline.get("connected")
-
-    @property
-    def join_ms(self) -> float | None:
-        """From the start of the join to the first peer connection being connected."""
-        if self.join_started is None or self.first_connected is None:
-            return None
-        return 1000 * (self.first_connected - self.join_started)
-
-    @property
-    def replaced(self) -> bool:
-        """A newer session of this user took over; the room left by itself."""
-        return self._replaced_by is not None
-
-    @property
-    def signal_polls(self) -> int:
-        """getPendingSignals calls so far: each is a billed function call on Convex."""
-        return self._pump.polls if self._pump is not None else 0
-
-    @property
-    def signals_pushed(self) -> int:
-        """Pushed getPendingSignals results handled so far: no function call each."""
-        return self._pump.pushes if self._pump is not None else 0
-
-    @property
-    def signals(self) -> Signals:
-        """How signals reach this room now: pushed over a live socket, or polled."""
-        return "push" if self._sync is not None and self._sync.live else "poll"
-
-    @property
-    def backend_lost(self) -> bool:
-        """Signals cannot be read right now: the deployment is out of reach (a dead network, a
-        server that went away). Connections may still carry media, but nobody new can join."""
-        return self._pump is not None and self._pump.failing
-
-    @property
-    def failures_reported(self) -> int:
-        return self._mesh.failures_reported if self._mesh is not None else 0
-
-    @property
-    def ice_restarts(self) -> int:
-        return self._mesh.ice_restarts if self._mesh is not None else 0
+    def stats(self) -> RoomStats:
+        """This moment of the room: a frozen snapshot, for summaries, load records and tests."""
+        counters, mesh = self._counters, self._mesh
+        return RoomStats(
+            user_id=self._user_id,
+            session_id=self.session_id,
+            signals="push" if self._sync is not None and self._sync.live else "poll",
+            signal_polls=counters.signal_polls,
+            signals_pushed=counters.signals_pushed,
+            backend_lost=self._pump is not None and counters.reading_fails,
+            replaced=self._replaced_by is not None,
+            failures_reported=counters.failures_reported,
+            ice_restarts=counters.ice_restarts,
+            join_started=self._join_started,
+            connected_at=self._timeline.get("connected"),
+            quality=MappingProxyType(dict(mesh.quality))
+            if mesh is not None
+            else MappingProxyType({}),
+        )
 
     def events(self) -> AsyncIterator[Event]:
         """Events from now on, until the room is left (see EventBus). Call before join to see
@@ -297,12 +243,12 @@ class Room:
             clock_offset_ms=mine.createdAt - created if mine is not None else 0.0,
         )
         hooks = MeshHooks(
-            self._events.emit,
-            self._background.spawn,
-            self._nudge,
-            self._mark,
-            self._replace,
-            self._sessions_changed.set,
+            emit=self._events.emit,
+            spawn=self._background.spawn,
+            nudge=self._nudge,
+            mark=self._mark,
+            replaced=self._replace,
+            rediscover=self._sessions_changed.set,
         )
         mesh = Mesh(
             api,
@@ -310,12 +256,19 @@ class Room:
             self.session_id,
             local,
             hooks,
+            self._counters,
             dead_after=self.settings.dead_after,
             stale_retry=self.settings.stale_retry,
         )
         self._mesh = mesh
         self._pump = SignalPump(
-            api, meeting, mesh.on_signal, self._busy, self.settings.poll, self._pushed_signals
+            api,
+            meeting,
+            mesh.on_signal,
+            self._busy,
+            self.settings.poll,
+            counters=self._counters,
+            pushed=self._pushed_signals,
         )
         self._background.spawn(self._pump.run())
         await mesh.discover(sessions)
@@ -382,9 +335,9 @@ class Room:
 
     def _busy(self) -> bool:
         """Poll fast while negotiating, and while joining: offers are about to arrive."""
-        started = self.join_started
+        started = self._join_started
         joining = (
-            self.first_connected is None
+            "connected" not in self._timeline
             and started is not None
             and time.monotonic() - started < self.settings.answer_timeout
         )
@@ -427,11 +380,11 @@ class Room:
             self._joined = False
             await self._close_session()
             if self._replaced_by is None:
-                await _quietly(self.api.leave_meeting(self.meeting_id))
+                await quietly(self.api.leave_meeting(self.meeting_id))
         self._events.close()
 
     async def _close_session(self) -> None:
-        await _quietly(self.api.close_session(self.meeting_id, self.session_id))
+        await quietly(self.api.close_session(self.meeting_id, self.session_id))
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -441,8 +394,3 @@ class Room:
 
     async def _in_context(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return await asyncio.create_task(coro, context=self._context)
-
-
-async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
-    with contextlib.suppress(ConnvoError):
-        await coro

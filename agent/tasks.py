@@ -7,6 +7,7 @@ logged rather than lost or raised into aiortc, and leaving cancels them all at o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -61,3 +62,9 @@ class Background:
                 log.warning("%s", e)
             except Exception:
                 log.exception("background task failed")
+
+
+async def quietly(coro: Coroutine[Any, Any, Any]) -> None:
+    """Awaits a call whose refusal changes nothing (closing a session on the way out)."""
+    with contextlib.suppress(ConnvoError):
+        await coro

@@ -94,8 +94,11 @@ async def late_join(server: DevServer, mode: str, run: int, idle: float) -> dict
             raise RuntimeError("the first two bots did not connect")
         await asyncio.sleep(idle)
         await rooms[2].join()
-        await _until(lambda: rooms[2].join_ms is not None, 20)
-        return {"join_ms": rooms[2].join_ms, "pushed": all(r.signals == "push" for r in rooms)}
+        await _until(lambda: rooms[2].stats().join_ms is not None, 20)
+        return {
+            "join_ms": rooms[2].stats().join_ms,
+            "pushed": all(r.stats().signals == "push" for r in rooms),
+        }
     finally:
         await asyncio.gather(*(r.leave() for r in rooms), return_exceptions=True)
 

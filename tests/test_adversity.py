@@ -106,10 +106,10 @@ async def test_a_refused_offer_leaves_no_ghost_and_no_fast_polling(backend: Back
         await _all_read(meeting[0], meeting.id)
         await asyncio.sleep(0.5)
         assert set(a.peers) == {b.user_id}
-        polls = a.signal_polls
+        polls = a.stats().signal_polls
         await asyncio.sleep(2.0)
         # idle polling is every 0.2 s (FAST); a ghost kept it at every 0.05 s (40 polls)
-        assert a.signal_polls - polls <= 14
+        assert a.stats().signal_polls - polls <= 14
         assert a.peers[b.user_id].state == "connected"
 
 
@@ -369,9 +369,9 @@ async def test_an_answered_offer_that_never_connects_is_dropped_without_fast_pol
         await pc.close()  # it answers nothing and connects to nothing
         await until(lambda: meeting[2].user_id in victim.peers)
         await asyncio.sleep(3.2)  # past the trickle window: nothing more is due
-        polls = victim.signal_polls
+        polls = victim.stats().signal_polls
         await asyncio.sleep(1.0)
-        assert victim.signal_polls - polls <= 7  # idle 0.2 s, not fast 0.05 s (20)
+        assert victim.stats().signal_polls - polls <= 7  # idle 0.2 s, not fast 0.05 s (20)
         await until(lambda: meeting[2].user_id not in victim.peers, timeout=5)
         assert victim._mesh.is_stale(session)
 

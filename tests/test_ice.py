@@ -157,7 +157,9 @@ async def _reconnects_after_a_cut(a: Room, b: Room, relay: Relay) -> None:
     await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
     before = a.peers[b.user_id].pc
     _cut(before)
-    await until(lambda: b.failures_reported >= 1 and b.ice_restarts >= 1, timeout=30)
+    await until(
+        lambda: b.stats().failures_reported >= 1 and b.stats().ice_restarts >= 1, timeout=30
+    )
     (report,) = relay.called("handleConnectionFailure")  # what the backend received
     assert report.status == "success" and report.args["errorType"] == "ice_failed"
     assert report.args["sessionId"] == b.session_id

@@ -10,6 +10,7 @@ from conftest import Backend
 from relay import Relay
 
 from agent.pump import PollSettings, SignalPump
+from agent.stats import Counters
 from signaling.api import ConnvoAPI
 from signaling.models import Signal
 
@@ -25,13 +26,14 @@ async def _send_candidates(backend: Backend, count: int):
     return meeting, reader
 
 
-async def _pump_until(api: ConnvoAPI, meeting_id: str, count: int) -> tuple[list[str], SignalPump]:
+async def _pump_until(api: ConnvoAPI, meeting_id: str, count: int) -> tuple[list[str], Counters]:
     handled: list[str] = []
 
     async def handle(signal: Signal) -> None:
         handled.append(signal.data.candidate)
 
-    pump = SignalPump(api, meeting_id, handle, lambda: True, QUICK)
+    counters = Counters()
+    pump = SignalPump(api, meeting_id, handle, lambda: True, QUICK, counters=counters)
     task = asyncio.create_task(pump.run())
     try:
         async with asyncio.timeout(30):
@@ -42,15 +44,15 @@ async def _pump_until(api: ConnvoAPI, meeting_id: str, count: int) -> tuple[list
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    return handled, pump
+    return handled, counters
 
 
 async def test_pages_of_signals_are_handled_once_in_order_and_marked(backend: Backend):
     meeting, reader = await _send_candidates(backend, 120)  # three pages of at most 50
-    handled, pump = await _pump_until(reader.api, meeting.id, 120)
+    handled, counters = await _pump_until(reader.api, meeting.id, 120)
     assert handled == [f"candidate:{i} 1 udp 1 127.0.0.1 {5000 + i} typ host" for i in range(120)]
     assert await reader.api.pending_signals(meeting.id) == []
-    assert pump.polls >= 3
+    assert counters.signal_polls >= 3
 
 
 async def test_a_failed_mark_is_retried_and_nothing_is_handled_twice(backend: Backend):

@@ -22,6 +22,7 @@ from agent.demo import _meeting
 from agent.ice import IceOptions
 from agent.pump import PollSettings, SignalPump
 from agent.room import JoinRequest, Room, RoomSettings
+from agent.stats import Counters
 from signaling import functions as fn
 from signaling.api import ConnvoAPI
 from signaling.client import CountingTransport
@@ -73,9 +74,9 @@ async def test_idle_rooms_read_nothing_and_a_late_joiner_is_answered_pushed(back
                     connected_to(r, [o for o in (a, b, c) if o is not r]) for r in (a, b, c)
                 )
             )
-            for r in (a, b, c):
-                assert r.signals == "push"
-                assert r.signal_polls == 0 and r.signals_pushed > 0
+            for stats in (a.stats(), b.stats(), c.stats()):
+                assert stats.signals == "push"
+                assert stats.signal_polls == 0 and stats.signals_pushed > 0
     assert counts[2].calls["getPendingSignals"] == 0
 
 
@@ -85,14 +86,14 @@ async def test_a_deployment_without_the_sync_protocol_is_polled(backend):
         a, b = room(meeting, 0, url=relay.url), room(meeting, 1)
         async with a, b:
             await until(lambda: connected_to(a, [b]) and connected_to(b, [a]))
-            assert a.signals == "poll" and b.signals == "push"
-            assert a.signal_polls > 0 and relay.called("getPendingSignals")
+            assert a.stats().signals == "poll" and b.stats().signals == "push"
+            assert a.stats().signal_polls > 0 and relay.called("getPendingSignals")
 
 
 async def test_polling_was_asked_for_so_no_socket_is_opened(backend):
     meeting = await backend.meeting(2)
     async with Cutter(backend.url) as cutter, room(meeting, 0, url=cutter.url, signals="poll") as a:
-        assert cutter.sync_sockets == 0 and a.signals == "poll"
+        assert cutter.sync_sockets == 0 and a.stats().signals == "poll"
 
 
 async def test_leaving_closes_the_socket(backend):
@@ -100,9 +101,9 @@ async def test_leaving_closes_the_socket(backend):
     async with Cutter(backend.url) as cutter:
         a = room(meeting, 0, url=cutter.url)
         async with a:
-            assert cutter.sync_sockets == 1 and a.signals == "push"
+            assert cutter.sync_sockets == 1 and a.stats().signals == "push"
         await until(lambda: cutter.sync_sockets == 0, timeout=3)
-        assert a.signals == "poll"
+        assert a.stats().signals == "poll"
 
 
 async def test_a_dropped_socket_loses_no_signal_and_repeats_none(backend):
@@ -145,8 +146,10 @@ async def _pushed_pump(
     sub = await sync.subscribe(
         fn.GET_PENDING_SIGNALS, {"meetingId": meeting_id}, lambda: holder and holder[0].nudge()
     )
+    api = ConnvoAPI(url, token)
+    settings = PollSettings(0.05, 0.2)
     pump = SignalPump(
-        ConnvoAPI(url, token), meeting_id, handle, lambda: False, PollSettings(0.05, 0.2), sub
+        api, meeting_id, handle, lambda: False, settings, counters=Counters(), pushed=sub
     )
     holder.append(pump)
     return asyncio.create_task(pump.run())
@@ -309,10 +312,10 @@ async def test_a_room_whose_socket_drops_polls_then_is_pushed_again(backend):
     async with Cutter(backend.url) as cutter:
         a, b = room(meeting, 0, url=cutter.url), room(meeting, 1)
         async with a, b:
-            await until(lambda: connected_to(a, [b]) and a.signals == "push")
+            await until(lambda: connected_to(a, [b]) and a.stats().signals == "push")
             cutter.cut()
-            await until(lambda: a.signals == "poll", timeout=3)
+            await until(lambda: a.stats().signals == "poll", timeout=3)
             async with room(meeting, 2) as c:  # joins while a reads by polling or reconnects
                 await until(lambda: connected_to(a, [b, c]) and connected_to(c, [a, b]))
-            await until(lambda: a.signals == "push", timeout=10)
+            await until(lambda: a.stats().signals == "push", timeout=10)
             assert cutter.sync_sockets == 1

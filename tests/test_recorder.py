@@ -105,11 +105,12 @@ async def present(
     """The speaker joins, talks `seconds` once connected, leaves: (session, seconds present)."""
     bot = speaker(meeting, index, wav, screen)
     async with bot:
-        await until(lambda: bot.first_connected is not None)
+        await until(lambda: bot.stats().connected_at is not None)
         await asyncio.sleep(seconds)
         left = time.monotonic()
-    assert bot.first_connected is not None
-    return bot.session_id, left - bot.first_connected
+    connected_at = bot.stats().connected_at
+    assert connected_at is not None
+    return bot.session_id, left - connected_at
 
 
 async def test_a_file_per_join_with_speech_and_video_and_a_meeting_mix(backend, speech, tmp_path):
@@ -188,7 +189,9 @@ async def test_killed_recorder_leaves_files_that_decode_and_sigterm_closes_clean
             processes[1].send_signal(signal.SIGTERM)
             stopped_at = time.monotonic()
             codes = [await asyncio.to_thread(p.wait, 20) for p in processes]
-        presence = stopped_at - bot.first_connected
+        connected_at = bot.stats().connected_at
+        assert connected_at is not None
+        presence = stopped_at - connected_at
     finally:
         for p in processes:
             if p.poll() is None:

@@ -280,8 +280,8 @@ async def test_rooms_joined_over_https_with_a_private_ca_have_signals_pushed(
             async with asyncio.timeout(15):
                 while not (a.connected_peers() and b.connected_peers()):
                     await asyncio.sleep(0.05)
-            assert (a.signals, b.signals) == ("push", "push")
-            assert a.signals_pushed > 0 and b.signals_pushed > 0
+            assert (a.stats().signals, b.stats().signals) == ("push", "push")
+            assert a.stats().signals_pushed > 0 and b.stats().signals_pushed > 0
     finally:
         await shared_http(ca_file).aclose()
 

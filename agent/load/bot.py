@@ -106,7 +106,7 @@ class LoadBot:
                 await self._chat()
                 await self._stay()
                 self._collect()
-            if self.room.replaced:  # two runs sharing tokens: each user is one participant
+            if self.room.stats().replaced:  # two runs sharing tokens: each user is one participant
                 self.record.fail("in_meeting", "REPLACED", str(Replaced()))
         except asyncio.CancelledError:
             raise
@@ -157,7 +157,7 @@ class LoadBot:
         return None
 
     def _note_phases(self) -> None:
-        start = self.room.join_started
+        start = self.room.stats().join_started
         if start is None:
             return
         times = {**self.room.timeline, **self._first_frame}
@@ -245,11 +245,12 @@ class LoadBot:
 
     def _collect(self) -> None:
         record, room = self.record, self.room
+        stats = room.stats()
         record.peers_connected = max(record.peers_connected, len(room.connected_peers()))
         record.chat_received = len(self._chat_from)
-        record.signals, record.signal_polls = room.signals, room.signal_polls
+        record.signals, record.signal_polls = stats.signals, stats.signal_polls
         self._collect_qoe()
-        record.quality = {user: q.as_stats() for user, q in room.quality.items()}
+        record.quality = {user: q.as_stats() for user, q in stats.quality.items()}
         if room.received is not None:
             for kind, count in room.received.kinds.items():
                 setattr(record, f"{kind}_frames", count.frames)

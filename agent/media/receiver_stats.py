@@ -2,7 +2,8 @@
 
 aiortc's `StreamStatistics.add` takes the transit difference of two packets as plain integers, so
 when the 32-bit RTP timestamp wraps the difference is about 2^32 ticks, the reported jitter jumps
-to millions of ms (getStats, the RTCP receiver reports, `room.quality`) and takes seconds to decay.
+to millions of ms (getStats, the RTCP receiver reports, `room.stats().quality`) and takes seconds
+to decay.
 Load bots stamp packets with the capture time, so all their streams wrap at the same moment.
 `stream_add` is the same method with the difference taken modulo 2^32 as a signed 32-bit value
 (RFC 3550 A.8); `agent.aiortc_patches` installs it for every receiver.

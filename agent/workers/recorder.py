@@ -225,7 +225,7 @@ async def run_recorder(options: RecordOptions) -> int:
     recorder = Recorder(room, options.out, mix=options.mix)
     files = await recorder.run(options.duration)
     print(f"{len(files)} files, manifest {options.out / manifest.NAME}", flush=True)
-    if room.replaced:
+    if room.stats().replaced:
         raise Replaced()
     short = [f["file"] for f in files if any(f["dropped"].values())]
     if short:  # the encoder fell behind: said here, not only in the manifest

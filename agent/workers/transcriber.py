@@ -250,7 +250,7 @@ async def run_transcriber(options: TranscriberOptions) -> int:
             left = await poster.stop(options.drain)
             if left:
                 log.warning("%d chunks left in %s for the next start", left, spool.path)
-        if room.replaced:
+        if room.stats().replaced:
             raise Replaced()
         return left
     finally:

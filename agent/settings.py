@@ -1,0 +1,29 @@
+"""How a room behaves: signals pushed or polled, and the mesh convention's timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.pump import PollSettings
+from agent.stats import Signals
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    signals: Signals = "push"
+    """push: subscribe to signals and sessions over the sync protocol where the deployment
+    speaks it (else, and while its socket is down, poll); poll: never open a socket."""
+    poll: PollSettings = field(default_factory=PollSettings)
+    discovery_interval: float = 5.0
+    """While nothing is pushed: how often the session list is read again, to find peers and
+    notice who left."""
+    answer_timeout: float = 10.0
+    """An offer unanswered this long is a stale session: dropped, the join goes on."""
+    stale_retry: float = 30.0
+    """A stale session is offered to again this long after, then twice as long after each
+    further unanswered try (at most 10 minutes)."""
+    quality_interval: float = 5.0
+    """How often peers are measured (and quality reported); silence is noticed at this pace."""
+    dead_after: float = 15.0
+    """A peer silent this long (no connection, or no media where media flows) has left."""
+    max_participants: int | None = None
