@@ -1,0 +1,162 @@
+"""`connvo-agent load`: many meetings of bots, on an embedded dev backend or a real deployment,
+with per-phase latencies, a report, and an exit code that CI can gate on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from agent.cli import values
+from agent.cli.errors import UsageError
+from agent.cli.options import ca_file_option, signal_options, token
+from agent.cli.running import fill
+from agent.pump import PollSettings
+
+if TYPE_CHECKING:
+    from agent.load.config import LoadConfig
+    from agent.load.runner import LoadResult, Target
+
+HELP = "load test: many meetings of bots, per-phase latencies, report"
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--meetings", type=values.count(1), default=1, metavar="M")
+    p.add_argument(
+        "--participants", type=values.count(1), default=4, metavar="N", help="bots per meeting"
+    )
+    p.add_argument(
+        "--duration",
+        type=values.seconds(zero=True),
+        default=10.0,
+        metavar="S",
+        help="stay once joined",
+    )
+    p.add_argument(
+        "--ramp",
+        type=values.seconds(unit="bots per second"),
+        default=10.0,
+        metavar="R",
+        help="bots joining per second",
+    )
+    p.add_argument("--media", choices=["none", "audio", "video", "av"], default="none")
+    p.add_argument("--video-size", type=values.video_size, default=(320, 240), metavar="WxH")
+    p.add_argument("--fps", type=values.count(1, 60), default=15)
+    p.add_argument("--no-chat", dest="chat", action="store_false", help="open no chat channel")
+    p.add_argument("--join-timeout", type=values.seconds(), default=30.0, metavar="S")
+    p.add_argument(
+        "--report", type=values.writable_dir, metavar="DIR", help="write JSON, CSV and report.html"
+    )
+    p.add_argument("--min-success", type=values.percent, default=100.0, metavar="PCT")
+    p.add_argument(
+        "--threshold",
+        type=values.threshold,
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="fail the run unless EXPR holds, e.g. 'connected.p95<2000' (repeatable)",
+    )
+    p.add_argument(
+        "--allow-saturated",
+        action="store_true",
+        help="exit 0 even when a worker of the load generator was saturated",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as the last line")
+    p.add_argument(
+        "--workers", type=values.count(0), metavar="K", help="processes (default: one per core)"
+    )
+    p.add_argument("--ray", metavar="ADDRESS", help="Ray cluster: auto, ray://HOST:PORT, local")
+    p.add_argument(
+        "--url", type=values.url, help="a real deployment (default: an embedded dev backend)"
+    )
+    ca_file_option(p)
+    p.add_argument(
+        "--host-token", help="with --url: the host's token (default: $CONNVO_HOST_TOKEN)"
+    )
+    p.add_argument(
+        "--tokens", type=values.token_file, metavar="FILE", help="with --url: a token per line"
+    )
+    signal_options(p, PollSettings(0.25, 2.0))  # slower than a lone bot's: see LoadConfig
+    p.add_argument(
+        "--impair",
+        type=values.impairment,
+        metavar="loss=PCT,delay=MS,jitter=MS",
+        help="impair every packet the bots send (any subset), e.g. loss=5 or delay=200,jitter=30",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=values.count(0, 65535),
+        metavar="PORT",
+        help="serve live Prometheus metrics at /metrics during the run (0 picks a free port)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        type=values.ice_address,
+        metavar="ADDRESS",
+        help="with --metrics-port: the address to listen on (default 127.0.0.1)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.load.config import LoadConfig
+    from agent.load.distributed import RayMissing
+    from agent.load.live import MetricsUnavailable
+    from agent.load.metrics import exit_code
+    from agent.load.runner import run_load
+    from agent.load.thresholds import apply
+
+    config = fill(LoadConfig, args)
+    target = _deployment(args, config)
+    if args.metrics_host and args.metrics_port is None:
+        raise UsageError("--metrics-host goes with --metrics-port")
+    try:
+        result = run_load(
+            config,
+            target=target,
+            workers=args.workers,
+            ray=args.ray,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host or "127.0.0.1",
+        )
+    except RayMissing as e:
+        raise UsageError(str(e)) from None
+    except MetricsUnavailable as e:
+        raise UsageError(f"--metrics-port {args.metrics_port}: {e}") from None
+    apply(result.summary, args.threshold)
+    _report(args, result)
+    return exit_code(result.summary, args.min_success, args.allow_saturated)
+
+
+def _deployment(args: argparse.Namespace, config: LoadConfig) -> Target | None:
+    """The real deployment of --url, with a token for every bot; None: an embedded backend."""
+    from agent.load.runner import Target
+
+    if not args.url:
+        if args.tokens or args.host_token or args.ca_file:
+            raise UsageError(
+                "--tokens, --host-token and --ca-file go with --url (a real deployment)"
+            )
+        return None
+    if not args.tokens:
+        raise UsageError("--url needs --tokens FILE (a token per bot) and --host-token")
+    if len(args.tokens) < config.bots:
+        raise UsageError(
+            f"--tokens: {config.bots} bots (--meetings {config.meetings}, --participants "
+            f"{config.participants}) need {config.bots} tokens, the file has {len(args.tokens)}"
+        )
+    host_token = token(args, "--host-token", "CONNVO_HOST_TOKEN")
+    return Target(args.url, host_token, args.tokens, args.ca_file)
+
+
+def _report(args: argparse.Namespace, result: LoadResult) -> None:
+    """The table (on stderr when stdout is for --json), the files of --report, the JSON line."""
+    from agent.load.report import table, write
+
+    out = sys.stderr if args.json else sys.stdout
+    print(table(result.summary, color=out.isatty()), file=out)
+    if args.report:
+        write(result, args.report)
+        print(f"report: {args.report / 'report.html'}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.summary), flush=True)

@@ -1,0 +1,29 @@
+"""`connvo-agent record`: every participant of a meeting to files."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.cli import values
+from agent.cli.options import meeting_options, target
+from agent.cli.running import fill, run_async
+
+HELP = "record every participant of a meeting to files"
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    meeting_options(p)
+    p.add_argument(
+        "--out",
+        required=True,
+        type=values.writable_dir,
+        metavar="DIR",
+        help="files + manifest.json",
+    )
+    p.add_argument("--mix", action="store_true", help="also write the meeting's mixed audio")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.workers.recorder import RecordOptions, run_recorder
+
+    return run_async(run_recorder(fill(RecordOptions, args, target=target(args))))
