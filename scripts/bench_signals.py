@@ -31,6 +31,7 @@ from agent.load.metrics import nearest_rank
 from agent.media.sources import Outgoing
 from agent.pump import PollSettings, SignalPump
 from agent.room import JoinRequest, Room, RoomSettings
+from agent.stats import Counters
 from signaling import functions as fn
 from signaling.api import ConnvoAPI
 from signaling.client import CountingTransport
@@ -127,7 +128,9 @@ async def delivery(server: DevServer, mode: str, count: int) -> list[float]:
         pushed = await sync.subscribe(
             fn.GET_PENDING_SIGNALS, {"meetingId": meeting}, lambda: pump and pump.nudge()
         )
-    pump = SignalPump(receiver, meeting, handle, lambda: False, PollSettings(), pushed)
+    pump = SignalPump(
+        receiver, meeting, handle, lambda: False, PollSettings(), counters=Counters(), pushed=pushed
+    )
     task = asyncio.create_task(pump.run())
     try:
         await asyncio.sleep(0.5)
