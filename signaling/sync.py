@@ -34,14 +34,6 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 
-from signaling.client import (
-    MAX_ANSWER_BYTES,
-    error_from,
-    origin_of,
-    parse_answer,
-    tls_context,
-    tls_failure,
-)
 from signaling.errors import (
     ConnvoError,
     SchemaError,
@@ -50,6 +42,14 @@ from signaling.errors import (
     Unauthorized,
 )
 from signaling.functions import Function
+from signaling.wire import (
+    MAX_ANSWER_BYTES,
+    error_from,
+    origin_of,
+    parse_answer,
+    tls_context,
+    tls_failure,
+)
 
 log = logging.getLogger(__name__)
 
