@@ -23,7 +23,7 @@ from signaling.devserver.auth import sign
 from signaling.devserver.lobby import USER_NAME
 
 if TYPE_CHECKING:
-    from signaling.devserver.app import Backend
+    from signaling.devserver.backend import Backend
 
 PAGES = Path(__file__).parent / "web"
 HEADERS = {
@@ -40,7 +40,7 @@ text, and the policy forbids any script or connection not from this server besid
 MAX_SIGN_IN = 1024
 
 
-def web_routes(backend: Backend) -> list[BaseRoute]:
+def page_routes(backend: Backend) -> list[BaseRoute]:
     return [
         Route("/", _page("index.html"), methods=["GET"]),
         Route("/meet/{meeting_id}", _page("meet.html"), methods=["GET"]),
