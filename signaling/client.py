@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from signaling.convention import MAX_ANSWER_BYTES
 from signaling.errors import (
     AnswerTooLarge,
     ApplicationError,
@@ -40,7 +41,6 @@ from signaling.errors import (
 from signaling.functions import Function
 from signaling.sync import SyncClient
 from signaling.wire import (
-    MAX_ANSWER_BYTES,
     HTTPFailure,
     error_from,
     origin_of,

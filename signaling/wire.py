@@ -1,6 +1,7 @@
 """What both ways of talking to a deployment share: the HTTP calls (`signaling.client`) and the
 sync socket (`signaling.sync`) trust the same CA bundle, name a TLS failure the same way, and
-turn an answer or a failure into the same typed result."""
+turn an answer or a failure into the same typed result. Both read answers up to
+`convention.MAX_ANSWER_BYTES`."""
 
 from __future__ import annotations
 
@@ -22,12 +23,6 @@ from signaling.errors import (
     application_error,
 )
 from signaling.functions import Function
-
-MAX_ANSWER_BYTES = 16 * 1024 * 1024
-"""The largest answer read: Convex's own limit on a function's return value. Not lower: other
-participants choose what our signal pages hold (up to 1 MiB a signal, Convex's document limit), so
-a smaller cap would let one of them stop us reading signals that Convex itself still returns. A
-page we act on is far smaller (an SDP over 64 KiB is refused, about 4.5 MiB for a full page)."""
 
 
 class HTTPFailure(Exception):
