@@ -19,12 +19,13 @@ from aiortc import rtcsctptransport
 
 from agent.errors import ChatTooLarge, InvalidChat
 from agent.events import ChatMessage
+from signaling import convention
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 16 * 1024
+MAX_TEXT = convention.MAX_CHAT_TEXT
 """Bytes of UTF-8 text in one chat message."""
-MAX_WIRE = 6 * MAX_TEXT + 1024
+MAX_WIRE = convention.MAX_CHAT_WIRE
 """Characters of one message as received: the text escaped by JSON (at worst `\\u0000` for each
 byte), plus its envelope."""
 
@@ -81,7 +82,7 @@ def decode(data: object, sender: str) -> ChatMessage | None:
     if isinstance(ts, bool) or not isinstance(ts, int | float):
         return None
     message_id = body.get("id", "")
-    if not isinstance(message_id, str) or len(message_id) > 128:
+    if not isinstance(message_id, str) or len(message_id) > convention.MAX_CHAT_ID:
         return None
     return ChatMessage(id=message_id, sender=sender, text=text, ts=float(ts))
 

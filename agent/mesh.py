@@ -29,6 +29,7 @@ from agent.events import ChatMessage, Event, ParticipantJoined, ParticipantLeft
 from agent.peer import LocalSide, Peer, Transition, check_sdp
 from agent.stats import Counters
 from agent.tasks import quietly
+from signaling import convention
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError
 from signaling.models import ActiveSession, IceCandidate, SessionDescription, Signal
@@ -36,13 +37,13 @@ from signaling.models import ActiveSession, IceCandidate, SessionDescription, Si
 log = logging.getLogger(__name__)
 
 CLOSE_GRACE = 1.0
-MAX_EARLY_SESSIONS = 32
-MAX_EARLY_CANDIDATES = 64
+MAX_EARLY_SESSIONS = convention.MAX_EARLY_SESSIONS
+MAX_EARLY_CANDIDATES = convention.MAX_EARLY_CANDIDATES
 """Per session; a browser trickles a few dozen at most."""
-MAX_CANDIDATE = 1024
+MAX_CANDIDATE = convention.MAX_CANDIDATE
 """Characters of one candidate line; real ones are about 100."""
-MAX_STALE = 1024
-MAX_STALE_RETRY = 600.0
+MAX_STALE = convention.MAX_STALE
+MAX_STALE_RETRY = convention.STALE_RETRY_MAX
 """Seconds: the longest wait between two offers to a session that never answers."""
 
 

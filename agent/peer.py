@@ -27,6 +27,7 @@ from agent import chat, layout
 from agent.events import ChatMessage, ConnectionStateChanged, Event, TrackReceived
 from agent.ice import IceOptions, candidate_host, filter_sdp
 from agent.media.tracks import RemoteTrack
+from signaling import convention
 from signaling.models import IceCandidate, IceServer, SessionDescription
 
 if TYPE_CHECKING:
@@ -35,13 +36,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_SDP = 64 * 1024
-MAX_MLINES = 8
+MAX_SDP = convention.MAX_SDP
+MAX_MLINES = convention.MAX_MLINES
 """A mesh connection has at most 4 (audio, camera, screen, data); more is not a participant."""
-TRICKLE_WINDOW = 3.0
+TRICKLE_WINDOW = convention.TRICKLE_WINDOW
 """Seconds after a description during which trickled candidates are worth polling fast for."""
 CLOSE_TIMEOUT = 5.0
-MAX_OUTBOX = 64
+MAX_OUTBOX = convention.CHAT_OUTBOX
 """Chat messages held for a channel that is not open yet; older ones are dropped first."""
 
 Transition = Literal["connecting", "connected", "disconnected", "failed", "closed", "no_answer"]

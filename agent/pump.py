@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from agent.stats import Counters
+from signaling import convention
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError
 from signaling.models import Signal
@@ -26,14 +27,14 @@ from signaling.sync import Subscription
 
 log = logging.getLogger(__name__)
 
-PAGE = 50  # the backend returns at most 50 signals per call
-REMEMBER = 4096
+PAGE = convention.SIGNAL_PAGE  # the backend returns at most 50 signals per call
+REMEMBER = convention.REMEMBERED_SIGNALS
 
 
 @dataclass(frozen=True)
 class PollSettings:
-    fast: float = 0.05
-    idle: float = 1.0
+    fast: float = convention.POLL_FAST
+    idle: float = convention.POLL_IDLE
 
 
 class SignalPump:

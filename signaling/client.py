@@ -3,9 +3,10 @@
 HTTP goes through a `Transport`, the one seam between this client and an HTTP library: by default
 the process-wide httpx pool (`shared_http()`), for load bots their own (`agent.load.http`). Every
 transport speaks TLS for https and verifies the server against `tls_context()`: the CA bundle of
-`--ca-file`, else $SSL_CERT_FILE, else certifi's. Proxies from the environment stay ignored
-(`trust_env=False`, which also makes httpx ignore $SSL_CERT_FILE: it is read here). So a token
-never travels on a plain connection to an https URL. Answers are read up to MAX_ANSWER_BYTES.
+`--ca-file`, else $SSL_CERT_FILE, else certifi's (`signaling.wire`, shared with the sync socket).
+Proxies from the environment stay ignored (`trust_env=False`, which also makes httpx ignore
+$SSL_CERT_FILE: it is read there). So a token never travels on a plain connection to an https
+URL. Answers are read up to MAX_ANSWER_BYTES.
 
 Retries follow what is safe: a request that never reached the server, or was refused by the rate
 limiter, never ran and can always be sent again; one that may have run (timeout, 5xx, garbled
@@ -16,63 +17,46 @@ answers, never retried otherwise; TLS failures and oversized answers would only 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-import os
 import random
-import ssl
 import weakref
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
-import certifi
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from signaling.convention import MAX_ANSWER_BYTES
 from signaling.errors import (
     AnswerTooLarge,
     ApplicationError,
-    BadCABundle,
     RateLimitExceeded,
     SchemaError,
-    TLSError,
     TransportError,
     Unauthorized,
-    application_error,
 )
 from signaling.functions import Function
-
-if TYPE_CHECKING:
-    from signaling.sync import SyncClient
+from signaling.sync import SyncClient
+from signaling.wire import (
+    HTTPFailure,
+    error_from,
+    origin_of,
+    parse_answer,
+    schema_error,
+    tls_context,
+    tls_failure,
+)
 
 log = logging.getLogger(__name__)
-
-MAX_ANSWER_BYTES = 16 * 1024 * 1024
-"""The largest answer read: Convex's own limit on a function's return value. Not lower: other
-participants choose what our signal pages hold (up to 1 MiB a signal, Convex's document limit), so
-a smaller cap would let one of them stop us reading signals that Convex itself still returns. A
-page we act on is far smaller (an SDP over 64 KiB is refused, about 4.5 MiB for a full page)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: int
     body: bytes
-
-
-class HTTPFailure(Exception):
-    """What a transport raises when a POST does not complete; ConvexClient raises `error` for
-    it, naming the function. `sent` is False when no byte of the request reached the server."""
-
-    def __init__(
-        self, reason: str, *, sent: bool, error: type[TransportError] = TransportError
-    ) -> None:
-        super().__init__(reason)
-        self.reason, self.sent, self.error = reason, sent, error
 
 
 class Transport(Protocol):
@@ -98,45 +82,8 @@ class CountingTransport:
         return await (self._inner or shared_http()).post(url, body, headers, limit)
 
 
-def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
-    """A verifying client context (certificate and host name checked) that trusts one bundle:
-    `ca_file`, else $SSL_CERT_FILE, else certifi's. Cached per bundle."""
-    return _context(ca_file or os.environ.get("SSL_CERT_FILE") or certifi.where())
-
-
-@functools.cache
-def _context(path: str) -> ssl.SSLContext:
-    try:
-        return ssl.create_default_context(cafile=path)
-    except (OSError, ssl.SSLError) as e:  # missing, unreadable, or not PEM certificates
-        raise BadCABundle(path, e.strerror or str(e)) from None
-
-
-def tls_failure(error: BaseException, origin: str) -> HTTPFailure | None:
-    """The TLSError failure when `error` comes from a TLS handshake that failed."""
-    found: ssl.SSLError | None = None
-    cause: BaseException | None = error
-    while cause is not None:  # down to the innermost SSLError: the one with the reason
-        found = cause if isinstance(cause, ssl.SSLError) else found
-        cause = cause.__cause__ or cause.__context__
-    if found is None:
-        return None
-    if isinstance(found, ssl.SSLCertVerificationError):
-        why = f"certificate not trusted ({found.verify_message}): name its CA with --ca-file"
-        why += " or $SSL_CERT_FILE"
-    else:
-        why = f"TLS handshake failed ({found.reason or type(found).__name__}): not a TLS server?"
-    return HTTPFailure(f"{origin}: {why}", sent=False, error=TLSError)
-
-
 def too_large(limit: int) -> HTTPFailure:
     return HTTPFailure(f"answer larger than {limit} bytes", sent=True, error=AnswerTooLarge)
-
-
-def origin_of(url: str) -> str:
-    """host:port of a URL, for error texts (no path, no query, nothing secret)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 class HttpxTransport:
@@ -214,15 +161,6 @@ DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(attempts=1)
 
 
-def _field_path(error: ValidationError) -> str:
-    first = error.errors()[0]
-    return ".".join(str(part) for part in first["loc"]) or "(root)"
-
-
-def _problem(error: ValidationError) -> str:
-    return error.errors()[0]["msg"]
-
-
 class ConvexClient:
     """Runs Connvo functions for one user (one token)."""
 
@@ -249,8 +187,6 @@ class ConvexClient:
     def sync_client(self) -> SyncClient:
         """A client of the same deployment, token and CA bundle for the sync protocol: the
         socket that pushes query results (signaling.sync)."""
-        from signaling.sync import SyncClient  # it builds on this module
-
         return SyncClient(self.url, self._token or "", ca_file=self._ca_file)
 
     async def call(self, fn: Function, args: BaseModel | dict[str, Any]) -> Any:
@@ -286,19 +222,11 @@ class ConvexClient:
         return _unwrap(path, answer)
 
 
-def parse_answer(fn: Function, value: Any) -> Any:
-    """`value` parsed with the function's result shape, or SchemaError naming the field."""
-    try:
-        return fn.result_adapter.validate_python(value)
-    except ValidationError as e:
-        raise SchemaError(fn.path, _field_path(e), _problem(e), direction="answer") from None
-
-
 def _dump_args(fn: Function, args: BaseModel | dict[str, Any]) -> dict[str, Any]:
     try:
         model = args if isinstance(args, fn.args) else fn.args.model_validate(args)
     except ValidationError as e:
-        raise SchemaError(fn.path, _field_path(e), _problem(e), direction="args") from None
+        raise schema_error(fn, e, "args") from None
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
@@ -327,16 +255,3 @@ def _unwrap(path: str, answer: Answer) -> Any:
     raise SchemaError(
         path, "status", f"expected success or error, got {status!r}", direction="answer"
     )
-
-
-def error_from(path: str, body: dict[str, Any]) -> ApplicationError | TransportError:
-    """The typed error of a failure carrying `errorMessage` and maybe `errorData` (an HTTP
-    answer, or a failed query pushed over the sync protocol)."""
-    data = body.get("errorData")
-    message = str(body.get("errorMessage") or "")
-    if isinstance(data, dict) and isinstance(data.get("code"), str):
-        return application_error(
-            path, data["code"], str(data.get("message") or message), data.get("metadata")
-        )
-    # Convex answers internal failures without errorData: treat them as a server fault.
-    return TransportError(path, f"server error: {message or 'no message'}")

@@ -34,13 +34,13 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 
-from signaling.client import (
+from signaling.convention import (
     MAX_ANSWER_BYTES,
-    error_from,
-    origin_of,
-    parse_answer,
-    tls_context,
-    tls_failure,
+    MAX_CHUNKS,
+    SYNC_BACKOFF,
+    SYNC_HEALTHY,
+    SYNC_INACTIVE,
+    SYNC_OPEN_TIMEOUT,
 )
 from signaling.errors import (
     ConnvoError,
@@ -50,22 +50,19 @@ from signaling.errors import (
     Unauthorized,
 )
 from signaling.functions import Function
+from signaling.wire import (
+    error_from,
+    origin_of,
+    parse_answer,
+    tls_context,
+    tls_failure,
+)
 
 log = logging.getLogger(__name__)
 
 WHERE = "sync"
 """The `function` our errors name: the socket, not one call."""
-OPEN_TIMEOUT = 5.0
-"""For the TCP connection, TLS and the upgrade together, as the HTTP transports' connect."""
-BACKOFF = (0.1, 5.0)
-"""First and longest wait between reconnects (doubling, with jitter), as convex-js waits."""
 CLIENT = "connvo-agent-0.1.0"
-HEALTHY = 10.0
-"""Seconds a socket must stay up before a drop starts the backoff over."""
-INACTIVE = 30.0
-"""A server silent this long is gone (convex-rs's SERVER_INACTIVITY_THRESHOLD)."""
-MAX_CHUNKS = 1024
-"""Parts of one chunked transition: with the 16 MiB cap, parts of 16 KiB at least."""
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError)
 """What reading a message of the wrong shape raises (JSON and Unicode errors are ValueErrors)."""
 
@@ -133,7 +130,7 @@ class SyncClient:
         token: str,
         *,
         ca_file: str | None = None,
-        backoff: tuple[float, float] = BACKOFF,
+        backoff: tuple[float, float] = SYNC_BACKOFF,
     ) -> None:
         parts = urlsplit(url.rstrip("/"))
         scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
@@ -212,7 +209,7 @@ class SyncClient:
                 self._ws_url,
                 ssl=self._tls,
                 proxy=None,  # as the HTTP transports: the environment's proxies are not ours
-                open_timeout=OPEN_TIMEOUT,
+                open_timeout=SYNC_OPEN_TIMEOUT,
                 max_size=MAX_ANSWER_BYTES,
                 compression=None,
                 additional_headers={"Convex-Client": CLIENT},
@@ -271,7 +268,7 @@ class SyncClient:
     async def _keep(self, link: _Link | None) -> None:
         """Reads until the socket drops, then reopens it with backoff; forever, unless the
         server refuses the token. The backoff starts over only after a socket that stayed up for
-        HEALTHY seconds, so a server that accepts (even authenticates) and then fails is not
+        SYNC_HEALTHY seconds, so a server that accepts (even authenticates) and then fails is not
         hammered."""
         attempt, reason = 0, "InitialConnectFailed"
         while True:
@@ -279,7 +276,7 @@ class SyncClient:
                 reason = await self._read_until_lost(link)
                 if self.error is not None:
                     return
-                attempt = 0 if time.monotonic() - link.opened >= HEALTHY else attempt
+                attempt = 0 if time.monotonic() - link.opened >= SYNC_HEALTHY else attempt
                 log.info("sync socket lost (%s); reconnecting", reason)
             delay = min(self._backoff[1], self._backoff[0] * 2**attempt)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -332,13 +329,15 @@ class SyncClient:
                 ) from None
 
     async def _next(self, link: _Link) -> dict[str, Any]:
-        """The next message, parsed. A server silent for INACTIVE seconds (it pings every 15)
+        """The next message, parsed. A server silent for SYNC_INACTIVE seconds (it pings every 15)
         is gone, whatever TCP says."""
         try:
-            async with asyncio.timeout(INACTIVE):
+            async with asyncio.timeout(SYNC_INACTIVE):
                 raw = await link.ws.recv()
         except TimeoutError:
-            raise ProtocolViolation(WHERE, f"the server was silent for {INACTIVE:.0f} s") from None
+            raise ProtocolViolation(
+                WHERE, f"the server was silent for {SYNC_INACTIVE:.0f} s"
+            ) from None
         if not isinstance(raw, str):
             raise ProtocolViolation(WHERE, "a binary message")
         message = json.loads(raw)

@@ -575,7 +575,7 @@ async def test_pages_carry_their_policy_and_serve_nothing_else(web):
             assert answer.status_code == 200, path
             policy = answer.headers["content-security-policy"]
             assert "default-src 'self'" in policy and "form-action 'none'" in policy
-        for path in ("/web/../web.py", "/web/%2e%2e/web.py", "/web/nothing.js"):
+        for path in ("/web/../pages.py", "/web/%2e%2e/pages.py", "/web/nothing.js"):
             assert (await client.get(path)).status_code == 404, path
 
 

@@ -35,8 +35,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from signaling import functions as fn
+from signaling.devserver.hub import Hub
 from signaling.devserver.store import Read, Write
-from signaling.devserver.sync import MAX_MESSAGE, MAX_QUERIES, Hub
+from signaling.devserver.sync import MAX_MESSAGE, MAX_QUERIES
 from signaling.functions import Function
 
 WAIT = 5.0

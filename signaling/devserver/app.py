@@ -1,49 +1,20 @@
-"""The HTTP layer: Convex's `POST /api/run/{path}` with `{"args": {...}}`.
-
-Answers are `{"status": "success", "value"}` (HTTP 200) or `{"status": "error", "errorMessage",
-"errorData"}` (HTTP 400) for application errors, bad requests and bad args alike. A fault of the
-dev backend itself, including an answer that does not match the catalogue's result shape, is an
-HTTP 500 with `errorMessage` and no `errorData`, as Convex answers uncaught errors.
-"""
+"""The ASGI app: one `Backend` (the store, the tokens, the hub) behind its three faces, Convex's
+HTTP API, its sync protocol and the meeting page."""
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from signaling.devserver import convex_error as err
-from signaling.devserver.auth import InvalidToken, load_secret, upsert_user, verify
-from signaling.devserver.convex_error import ConvexError
-from signaling.devserver.guards import Ctx
-from signaling.devserver.handlers import ENDPOINTS, Endpoint
-from signaling.devserver.outcome import BadAnswer, Outcome, server_error
+from signaling.devserver.auth import load_secret
+from signaling.devserver.backend import Backend
+from signaling.devserver.http_api import http_routes
+from signaling.devserver.pages import page_routes
 from signaling.devserver.settings import Settings
-from signaling.devserver.store import Doc, Read, Store, Write, is_id
-from signaling.devserver.sync import Hub, sync_routes
-from signaling.devserver.web import web_routes
-from signaling.functions import Kind
-
-log = logging.getLogger("connvo.devserver")
-
-ID_FIELDS = {
-    "meetingId": "meetings",
-    "userId": "users",
-    "targetUserId": "users",
-    "organizerId": "users",
-    "lastSignalId": "webrtcSignals",
-    "signalIds": "webrtcSignals",
-}
-"""Args that Convex declares as v.id(table): a value of another shape fails validation."""
+from signaling.devserver.store import Store
+from signaling.devserver.sync import sync_routes
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -55,175 +26,5 @@ def create_app(settings: Settings) -> Starlette:
         yield
         backend.store.close()
 
-    routes = [
-        Route("/api/run/{path:path}", backend.run, methods=["POST"]),
-        Route("/version", backend.version, methods=["GET"]),
-        *sync_routes(backend),
-        *web_routes(backend),
-    ]
+    routes = [*http_routes(backend), *sync_routes(backend), *page_routes(backend)]
     return Starlette(routes=routes, lifespan=lifespan)
-
-
-class Backend:
-    """Runs functions for both transports: HTTP (`/api/run`) and the sync protocol."""
-
-    def __init__(self, settings: Settings, store: Store, secret: bytes) -> None:
-        self.settings = settings
-        self.store = store
-        self.hub = Hub()
-        self._secret = secret
-
-    @property
-    def secret(self) -> bytes:
-        return self._secret
-
-    async def provision(self, user_name: str) -> Doc:
-        """The user `user_name`, created if new (the meeting page's sign-in)."""
-
-        def upsert() -> tuple[Doc, list[Write]]:
-            with self.store.transaction() as tx:
-                user = tx.get("users", upsert_user(tx, user_name, None))
-                assert user is not None
-                return user, tx.writes
-
-        user, writes = await run_in_threadpool(upsert)
-        self.hub.publish(writes)
-        return user
-
-    async def version(self, request: Request) -> JSONResponse:
-        return JSONResponse({"name": "connvo-dev-backend"})
-
-    async def run(self, request: Request) -> JSONResponse:
-        path = request.path_params["path"]
-        try:
-            raw_args = _args_of(await request.body())
-            subject = self.subject(request.headers.get("authorization"))
-        except ConvexError as e:
-            return _error(400, e.message, e.data)
-        outcome = await self.call(path, raw_args, subject)
-        if isinstance(outcome.error, ConvexError):
-            return _error(400, outcome.error.message, outcome.error.data)
-        if outcome.error is not None:
-            return _error(500, server_error(path, outcome.error))
-        return JSONResponse({"status": "success", "value": outcome.value})
-
-    async def call(
-        self, path: str, raw_args: Any, subject: str | None, kind: Kind | None = None
-    ) -> Outcome:
-        """Runs `path` as one transaction and tells the sync hub what it wrote. `kind` is how
-        the caller asked for it; the sync protocol refuses a mutation run as a query."""
-        try:
-            endpoint = _endpoint(path, kind)
-            args = _validate_args(endpoint, raw_args)
-        except ConvexError as e:
-            return Outcome(error=e)
-        outcome = await run_in_threadpool(self.execute, endpoint, args, subject)
-        if outcome.writes:
-            self.hub.publish(outcome.writes)
-        return outcome
-
-    def subject(self, header: str | None) -> str | None:
-        """The verified token's subject; None without an Authorization header."""
-        if header is None:
-            return None
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise err.unauthorized("Invalid authentication token: not a bearer token")
-        return self.verify(token.strip())
-
-    def verify(self, token: str) -> str:
-        try:
-            return verify(token, self._secret)
-        except InvalidToken as e:
-            raise err.unauthorized(f"Invalid authentication token: {e}") from None
-
-    def execute(self, endpoint: Endpoint, args: BaseModel, subject: str | None) -> Outcome:
-        """Runs one function as one transaction; an error or a bad answer rolls it back."""
-        reads: list[Read] = []
-        try:
-            with self.store.transaction() as tx:
-                reads = tx.reads
-                value = endpoint.handler(Ctx(tx, self.settings, subject), args)
-                return Outcome(_checked(endpoint, value), None, tx.reads, tx.writes)
-        except ConvexError as e:
-            return Outcome(error=e, reads=reads)
-        except BadAnswer as e:
-            log.error("%s", e)
-            return Outcome(error=e, reads=reads)
-        except Exception as e:
-            log.exception("%s failed", endpoint.path)
-            return Outcome(error=e, reads=reads)
-
-
-def _endpoint(path: str, kind: Kind | None) -> Endpoint:
-    endpoint = ENDPOINTS.get(path)
-    if endpoint is None:
-        raise ConvexError(
-            "NOT_FOUND", f"Could not find public function for '{path}'", 404, {"path": path}
-        )
-    if kind is not None and endpoint.kind != kind:
-        raise err.validation(
-            f"Trying to execute {path} as {kind.title()}, but it is defined as "
-            f"{endpoint.kind.title()}."
-        )
-    return endpoint
-
-
-def _checked(endpoint: Endpoint, value: Any) -> Any:
-    try:
-        checked = endpoint.result.validate_python(value)
-    except ValidationError as e:
-        raise BadAnswer(
-            f"dev backend answer of {endpoint.path} does not match its result shape: {e}"
-        ) from None
-    return endpoint.result.dump_python(checked, mode="json", by_alias=True, exclude_none=True)
-
-
-def _error(status: int, message: str, data: dict[str, Any] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"status": "error", "errorMessage": message}
-    if data is not None:
-        body["errorData"] = data
-    return JSONResponse(body, status_code=status)
-
-
-def _args_of(body: bytes) -> Any:
-    try:
-        request = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise err.validation("Request body is not valid JSON") from None
-    if not isinstance(request, dict):
-        raise err.validation('Request body must be an object {"args": {...}}')
-    if request.get("format", "json") != "json":
-        raise err.validation(f'Unsupported format {request["format"]!r}; use "json"', "format")
-    return request.get("args", {})
-
-
-def _validate_args(endpoint: Endpoint, raw: Any) -> BaseModel:
-    if not isinstance(raw, dict):
-        raise err.validation("ArgumentValidationError: args must be an object", "args")
-    try:
-        args = endpoint.args.model_validate(raw, strict=True)
-    except ValidationError as e:
-        raise _argument_error(e) from None
-    for name, table in ID_FIELDS.items():
-        value = getattr(args, name, None)
-        values = value if isinstance(value, list) else [value]
-        if value is not None and not all(is_id(table, v) for v in values):
-            raise err.validation(
-                f'ArgumentValidationError: Value does not match validator v.id("{table}")'
-                f" at .{name}",
-                name,
-            )
-    return args
-
-
-def _argument_error(error: ValidationError) -> ConvexError:
-    first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "missing":
-        text = f"Object is missing the required field `{field}`"
-    elif first["type"] == "extra_forbidden":
-        text = f"Object contains extra field `{field}` that is not in the validator"
-    else:
-        text = f"Value does not match validator at .{field}: {first['msg']}"
-    return err.validation(f"ArgumentValidationError: {text}", field)

@@ -8,10 +8,10 @@ AuthError, FatalError and Ping. Message shapes: get-convex/convex-js
 `src/browser/sync/protocol.ts`; the oracle in the tests is the official `convex` Python client.
 
 Reactivity: every lookup a query makes is kept (`store.Read`); every committed write is handed
-to the `Hub`, which finds the subscriptions whose reads the written document matches and has
-their connections run them again. A connection sends a Transition only when a result changed,
-or to acknowledge its own mutation (a client resolves a mutation once it sees a Transition at
-or past the mutation's timestamp, so the response goes first).
+to the `Hub` (`hub.py`), which finds the subscriptions whose reads the written document matches
+and has their connections run them again. A connection sends a Transition only when a result
+changed, or to acknowledge its own mutation (a client resolves a mutation once it sees a
+Transition at or past the mutation's timestamp, so the response goes first).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import logging
 import struct
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +31,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from signaling.devserver.convex_error import ConvexError
 from signaling.devserver.outcome import Outcome, server_error
-from signaling.devserver.store import Read, Write
 from signaling.functions import Kind
 
 if TYPE_CHECKING:
-    from signaling.devserver.app import Backend
+    from signaling.devserver.backend import Backend
 
 log = logging.getLogger("connvo.devserver.sync")
 
@@ -44,12 +42,9 @@ PING_EVERY = 15.0
 """Clients drop a connection that is silent for 30 s (convex-rs SERVER_INACTIVITY_THRESHOLD)."""
 MAX_QUERIES = 256
 """Subscriptions per connection: a client past it gets a FatalError, not a server's memory."""
-RECENT = 4096
-"""Publishes remembered, to catch a write that lands while a query runs (Hub.touched_since)."""
 MAX_MESSAGE = 1 << 20
 """A client message larger than this is refused (FatalError)."""
 
-_ANY = object()
 _KINDS: dict[str, Kind] = {"Mutation": "mutation", "Action": "action"}
 
 
@@ -101,93 +96,6 @@ def decode_value(value: Any) -> Any:
             400,
         )
     return {k: decode_value(v) for k, v in value.items()}
-
-
-# --- the hub ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Watch:
-    connection: SyncConnection
-    query_id: int
-    read: Read
-
-
-def _keys(read: Read) -> list[tuple[str, Any]]:
-    """Where a read is filed: by meeting when it names one, else by document id, else under
-    the table as a whole. A write is looked up under the same three keys."""
-    where = dict(read.where)
-    for field in ("meetingId", "_id"):
-        if field in where:
-            value = where[field]
-            values = value if isinstance(value, frozenset) else (value,)
-            return [(read.table, v) for v in values]
-    return [(read.table, _ANY)]
-
-
-class Hub:
-    """Every subscription's reads, filed so a write finds the few it touches."""
-
-    def __init__(self) -> None:
-        self._watches: dict[tuple[str, Any], set[_Watch]] = defaultdict(set)
-        self._ts = time.time_ns()  # a restarted server never goes back in time
-        self._recent: deque[tuple[int, list[Write]]] = deque(maxlen=RECENT)
-
-    @property
-    def ts(self) -> int:
-        return self._ts
-
-    def advance(self) -> int:
-        """A new timestamp (nanoseconds, strictly increasing): one per committed write."""
-        self._ts = max(self._ts + 1, time.time_ns())
-        return self._ts
-
-    def watch(self, connection: SyncConnection, query_id: int, reads: list[Read]) -> list[Any]:
-        handles = []
-        for read in set(reads):
-            item = _Watch(connection, query_id, read)
-            for key in _keys(read):
-                self._watches[key].add(item)
-                handles.append((key, item))
-        return handles
-
-    def unwatch(self, handles: list[Any]) -> None:
-        for key, item in handles:
-            watches = self._watches.get(key)
-            if watches is not None:
-                watches.discard(item)
-                if not watches:
-                    del self._watches[key]
-
-    def touched_since(self, ts: int, reads: list[Read]) -> bool:
-        """Whether a write published after `ts` matches one of `reads`: a query that ran while
-        it was published could not be watching yet. Unsure (the log moved on) counts as yes."""
-        if len(self._recent) == RECENT and self._recent[0][0] > ts:
-            return True
-        for published, writes in reversed(self._recent):
-            if published <= ts:
-                return False
-            for write in writes:
-                docs = [d for d in (write.before, write.after) if d is not None]
-                if any(read.matches(write.table, doc) for read in reads for doc in docs):
-                    return True
-        return False
-
-    def publish(self, writes: list[Write]) -> None:
-        self._recent.append((self.advance(), writes))
-        for write in writes:
-            for doc in (write.before, write.after):
-                if doc is None:
-                    continue
-                for key in ((write.table, doc.get("meetingId")), (write.table, doc.get("_id"))):
-                    self._notify(self._watches.get(key, ()), write.table, doc)
-                self._notify(self._watches.get((write.table, _ANY), ()), write.table, doc)
-
-    @staticmethod
-    def _notify(watches: Any, table: str, doc: dict[str, Any]) -> None:
-        for item in list(watches):
-            if item.read.matches(table, doc):
-                item.connection.invalidate(item.query_id)
 
 
 # --- one connection -----------------------------------------------------------------------------

@@ -1,26 +1,8 @@
 // Connvo's functions, as the page calls them: one-off calls over HTTP (Convex's /api/run) and
-// subscriptions over Convex's sync protocol (one WebSocket; results pushed as they change).
+// subscriptions over Convex's sync protocol (one WebSocket; results pushed as they change), as
+// the bots' signaling/sync.py speaks it, with its numbers (in seconds).
 
-export const FN = {
-  initializeRoom: "meetings/webrtc/index/initializeWebRTCRoom",
-  createSession: "meetings/webrtc/index/createWebRTCSession",
-  sendDescription: "meetings/webrtc/index/exchangeSessionDescription",
-  sendCandidate: "meetings/webrtc/index/exchangeICECandidate",
-  pendingSignals: "meetings/webrtc/index/getPendingSignals",
-  markProcessed: "meetings/webrtc/index/markSignalsProcessed",
-  activeSessions: "meetings/webrtc/index/getActiveSessions",
-  updateState: "meetings/webrtc/index/updateSessionState",
-  closeSession: "meetings/webrtc/index/closeSession",
-  reportFailure: "meetings/webrtc/index/handleConnectionFailure",
-  reportQuality: "meetings/webrtc/index/monitorConnectionQuality",
-  createMeeting: "meetings/lifecycle/createMeeting",
-  startMeeting: "meetings/lifecycle/startMeeting",
-  joinMeeting: "meetings/lifecycle/joinMeeting",
-  leaveMeeting: "meetings/lifecycle/leaveMeeting",
-  getMeeting: "meetings/queries/getMeeting",
-  myMeetings: "dev/myMeetings",
-  invite: "dev/invite",
-};
+import { MAX_ANSWER_BYTES, MAX_CHUNKS, SYNC_BACKOFF, SYNC_HEALTHY, SYNC_INACTIVE, SYNC_OPEN_TIMEOUT } from "./convention.js";
 
 /** A call that failed: `code` is Convex's error code (FORBIDDEN, VALIDATION_ERROR, ...),
  * NETWORK when the server could not be reached, SERVER_ERROR for a fault of the server. */
@@ -64,15 +46,11 @@ export class Convex {
 }
 
 const ZERO_VERSION = { querySet: 0, identity: 0, ts: "AAAAAAAAAAA=" };
-const SILENT_FOR = 30_000; // the server pings every 15 s
-const OPEN_TIMEOUT = 5_000;
-const MAX_CHUNKS = 64;
-const MAX_CHUNKS_BYTES = 16 * 1024 * 1024; // Convex's own limit on a result
 
 /** Subscriptions over the sync protocol, as convex-js speaks it: Connect, Authenticate,
- * ModifyQuerySet; Transitions carry new results. The socket is reopened with backoff (0.1 s
- * doubling to 5 s, starting over after a socket up for 10 s) and every subscription is added
- * again. `live` says whether results are being pushed right now; while not, callers poll. */
+ * ModifyQuerySet; Transitions carry new results. The socket is reopened with backoff
+ * (SYNC_BACKOFF, doubling; starting over after a socket up for SYNC_HEALTHY) and every
+ * subscription is added again. `live` says whether results are being pushed right now; while not, callers poll. */
 export class Sync {
   constructor(token, { onLive = () => {}, onRefused = () => {} } = {}) {
     this.token = token;
@@ -110,7 +88,7 @@ export class Sync {
     this.chunks = [];
     this.chunkBytes = 0;
     this.openedAt = Date.now();
-    this.watchdog = setTimeout(() => ws.close(), OPEN_TIMEOUT);
+    this.watchdog = setTimeout(() => ws.close(), 1000 * SYNC_OPEN_TIMEOUT);
     ws.onopen = () => this.#hello(ws);
     ws.onmessage = (e) => this.#receive(ws, e.data);
     ws.onclose = () => this.#lost(ws);
@@ -168,7 +146,7 @@ export class Sync {
     if (partNumber !== this.chunks.length || !(partNumber < totalParts && totalParts <= MAX_CHUNKS)) throw new Error("chunk out of order");
     this.chunks.push(String(chunk));
     this.chunkBytes += String(chunk).length;
-    if (this.chunkBytes > MAX_CHUNKS_BYTES) throw new Error("transition too large");
+    if (this.chunkBytes > MAX_ANSWER_BYTES) throw new Error("transition too large");
     if (partNumber === totalParts - 1) {
       const whole = this.chunks.join("");
       this.chunks = [];
@@ -195,7 +173,7 @@ export class Sync {
 
   #feedWatchdog(ws) {
     clearTimeout(this.watchdog);
-    this.watchdog = setTimeout(() => ws.close(), SILENT_FOR);
+    this.watchdog = setTimeout(() => ws.close(), 1000 * SYNC_INACTIVE); // the server pings every 15 s
   }
 
   #lost(ws) {
@@ -204,8 +182,9 @@ export class Sync {
     clearTimeout(this.watchdog);
     this.#setLive(false);
     if (this.closed) return;
-    if (Date.now() - this.openedAt > 10_000) this.attempt = 0;
-    const delay = Math.min(5000, 100 * 2 ** this.attempt++) * (0.5 + Math.random() / 2);
+    if (Date.now() - this.openedAt > 1000 * SYNC_HEALTHY) this.attempt = 0;
+    const [first, longest] = SYNC_BACKOFF;
+    const delay = 1000 * Math.min(longest, first * 2 ** this.attempt++) * (0.5 + Math.random() / 2);
     this.retry = setTimeout(() => this.open(), delay);
   }
 

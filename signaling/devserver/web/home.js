@@ -1,6 +1,7 @@
 // The list of one's meetings: sign in, create and start a meeting, start one, invite by name.
 
-import { Convex, FN } from "./convex.js";
+import { FN } from "./convention.js";
+import { Convex } from "./convex.js";
 import { forget, remember, sentence, stored } from "./session.js";
 
 const $ = (id) => document.getElementById(id);

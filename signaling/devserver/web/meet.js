@@ -1,9 +1,9 @@
 // The meeting page: a lobby with a preview, then the grid, the controls and the chat of one
 // meeting. The mesh itself is in mesh.js; this file shows it and takes the person's input.
 
-import { Convex, ConnvoError, FN, Sync } from "./convex.js";
+import { FN, MAX_CHAT_TEXT } from "./convention.js";
+import { Convex, ConnvoError, Sync } from "./convex.js";
 import { LocalMedia, Mesh, Refusal } from "./mesh.js";
-import { MAX_CHAT } from "./peer.js";
 import { forget, sentence, signedIn } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -359,7 +359,7 @@ $("chat-form").onsubmit = (e) => {
     $("chat-note").textContent = error instanceof Refusal ? error.message : String(error);
   }
 };
-$("chat-text").maxLength = MAX_CHAT;
+$("chat-text").maxLength = MAX_CHAT_TEXT;
 
 /** Shown as text only; the oldest go past MAX_MESSAGES (a flood must not fill the memory). */
 function addMessage(from, text, ts) {

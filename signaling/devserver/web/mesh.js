@@ -2,24 +2,13 @@
 // signals, discovery, recovery, health, chat, leave. The bots speak the same (agent/mesh.py);
 // names here follow theirs. One remote participant is a Peer (peer.js).
 
-import { FN, randomId } from "./convex.js";
-import { chatFits, MAX_CHAT, Peer } from "./peer.js";
+import {
+  DEAD_AFTER, DISCOVERY_INTERVAL, FN, MAX_CANDIDATE, MAX_CHAT_TEXT, MAX_EARLY_CANDIDATES, MAX_EARLY_SESSIONS, MAX_MLINES,
+  MAX_SDP, MAX_STALE, POLL_FAST, POLL_IDLE, QUALITY_INTERVAL, REMEMBERED_SIGNALS, SIGNAL_PAGE, STALE_RETRY, STALE_RETRY_MAX,
+} from "./convention.js"; // the bots' own numbers (times in seconds), served by the dev backend
+import { randomId } from "./convex.js";
+import { chatFits, Peer } from "./peer.js";
 
-const DEAD_AFTER = 15_000; // not connected, or nothing arriving where media flows: gone
-const HEALTH_EVERY = 5_000;
-const DISCOVER_EVERY = 3_000; // when the session list is not pushed
-const POLL_FAST = 100;
-const POLL_IDLE = 1_000;
-const PAGE = 50; // getPendingSignals answers at most this many
-const MAX_SDP = 64 * 1024;
-const MAX_MLINES = 8;
-const MAX_CANDIDATE = 1024;
-const MAX_EARLY_SESSIONS = 32;
-const MAX_EARLY_CANDIDATES = 64;
-const MAX_REMEMBERED = 4096;
-const MAX_STALE = 1024;
-const STALE_RETRY = 30_000; // a session that never answered is offered to again after this,
-const STALE_RETRY_MAX = 600_000; // doubling per unanswered try up to this
 const ENDS_THE_MEETING = new Set(["UNAUTHORIZED", "FORBIDDEN"]);
 
 export const REPLACED = "You joined this meeting from another tab or device, so this one has left it.";
@@ -45,7 +34,7 @@ export class Mesh extends EventTarget {
     this.sessions = new Map(); // sessionId -> active session, from the last list
     this.names = new Map(); // userId -> display name
     this.stale = new Map(); // sessions that never answered -> {next, delay}: when to try again
-    this.staleRetry = STALE_RETRY;
+    this.staleRetry = 1000 * STALE_RETRY; // ms
     this.early = new Map(); // "user session" -> candidates that came before their description
     this.seen = new Set(); // signal ids handled
     this.unmarked = []; // handled, not yet marked processed
@@ -63,7 +52,7 @@ export class Mesh extends EventTarget {
 
   async join() {
     const args = { meetingId: this.meetingId };
-    const room = await this.convex.call(FN.initializeRoom, args);
+    const room = await this.convex.call(FN.initializeWebRTCRoom, args);
     if (room.provider !== "webrtc") {
       const name = room.provider === "getstream" ? "GetStream" : room.provider;
       throw new Refusal(`This meeting runs on ${name}, not on the webrtc mesh: join it from Connvo's app.`);
@@ -73,9 +62,9 @@ export class Mesh extends EventTarget {
     await this.convex.call(FN.joinMeeting, args);
     this.sessionId = randomId();
     const asked = Date.now();
-    await this.convex.call(FN.createSession, { ...args, sessionId: this.sessionId });
+    await this.convex.call(FN.createWebRTCSession, { ...args, sessionId: this.sessionId });
     const answered = Date.now();
-    const sessions = await this.convex.call(FN.activeSessions, args);
+    const sessions = await this.convex.call(FN.getActiveSessions, args);
     const mine = sessions.find((s) => s.sessionId === this.sessionId);
     if (mine) this.clockOffset = mine.createdAt - (asked + answered) / 2;
     const others = new Set(sessions.map((s) => s.userId).filter((u) => u !== this.me.userId));
@@ -87,7 +76,7 @@ export class Mesh extends EventTarget {
     if (this.left) throw new Refusal(REPLACED);
     this.joined = true;
     this.#startReading();
-    this.timers.push(setInterval(() => this.#serial(() => this.#checkHealth()), HEALTH_EVERY));
+    this.timers.push(setInterval(() => this.#serial(() => this.#checkHealth()), 1000 * QUALITY_INTERVAL));
   }
 
   /** Close the connections, then the session, then leave the meeting: only once joined, and
@@ -135,18 +124,18 @@ export class Mesh extends EventTarget {
       else this.pushBroken = true;
     };
     this.unsubscribe = [
-      this.sync.subscribe(FN.pendingSignals, args, pushed((s) => this.#handleAll(s)), failed),
-      this.sync.subscribe(FN.activeSessions, args, pushed((s) => this.#discover(s)), failed),
+      this.sync.subscribe(FN.getPendingSignals, args, pushed((s) => this.#handleAll(s)), failed),
+      this.sync.subscribe(FN.getActiveSessions, args, pushed((s) => this.#discover(s)), failed),
     ];
     const poll = async () => {
-      let delay = POLL_IDLE;
+      let delay = 1000 * POLL_IDLE;
       if (!this.sync.live || this.pushBroken) {
         try {
-          const signals = await this.convex.call(FN.pendingSignals, args);
+          const signals = await this.convex.call(FN.getPendingSignals, args);
           this.#reach(true);
           await this.#serial(() => this.#handleAll(signals));
-          if (signals.length >= PAGE) delay = 0;
-          else if ([...this.peers.values()].some((p) => p.awaitingSignals)) delay = POLL_FAST;
+          if (signals.length >= SIGNAL_PAGE) delay = 0;
+          else if ([...this.peers.values()].some((p) => p.awaitingSignals)) delay = 1000 * POLL_FAST;
         } catch (e) {
           if (ENDS_THE_MEETING.has(e.code)) return this.#end({ error: e });
           this.#reach(false, e);
@@ -159,12 +148,12 @@ export class Mesh extends EventTarget {
     this.timers.push(setInterval(async () => {
       if ((this.sync.live && !this.pushBroken) || this.left) return;
       try {
-        const sessions = await this.convex.call(FN.activeSessions, args);
+        const sessions = await this.convex.call(FN.getActiveSessions, args);
         await this.#serial(() => this.#discover(sessions));
       } catch (e) {
         console.warn("reading sessions failed:", e.message);
       }
-    }, DISCOVER_EVERY));
+    }, 1000 * DISCOVERY_INTERVAL));
   }
 
   /** "server" events: the backend stopped or started answering (the connections with the
@@ -188,7 +177,7 @@ export class Mesh extends EventTarget {
     for (const signal of signals) {
       if (typeof signal?._id !== "string" || this.seen.has(signal._id)) continue;
       this.seen.add(signal._id);
-      if (this.seen.size > MAX_REMEMBERED) this.seen.delete(this.seen.values().next().value);
+      if (this.seen.size > REMEMBERED_SIGNALS) this.seen.delete(this.seen.values().next().value);
       try {
         await this.#onSignal(signal);
       } catch (e) {
@@ -201,7 +190,7 @@ export class Mesh extends EventTarget {
     const signalIds = this.unmarked;
     this.unmarked = [];
     try {
-      await this.convex.call(FN.markProcessed, { signalIds });
+      await this.convex.call(FN.markSignalsProcessed, { signalIds });
     } catch (e) {
       console.warn("marking signals processed failed:", e.message);
       this.unmarked.push(...signalIds);
@@ -228,7 +217,7 @@ export class Mesh extends EventTarget {
     const current = this.#current(user, session);
     if (current) return current;
     if (!this.sessions.has(session)) {
-      const sessions = await this.convex.call(FN.activeSessions, { meetingId: this.meetingId });
+      const sessions = await this.convex.call(FN.getActiveSessions, { meetingId: this.meetingId });
       this.sessions = new Map(sessions.map((s) => [s.sessionId, s]));
     }
     const owner = this.sessions.get(session);
@@ -341,7 +330,7 @@ export class Mesh extends EventTarget {
    * the offerer's retry is what brings the pair back (the other side never offers). */
   #rememberStale(peer) {
     const before = this.stale.get(peer.sessionId);
-    const delay = before ? Math.min(2 * before.delay, STALE_RETRY_MAX) : this.staleRetry;
+    const delay = before ? Math.min(2 * before.delay, 1000 * STALE_RETRY_MAX) : this.staleRetry;
     this.stale.delete(peer.sessionId); // re-inserted last: the oldest go first
     this.stale.set(peer.sessionId, { next: Date.now() + delay, delay });
     if (this.stale.size > MAX_STALE) this.stale.delete(this.stale.keys().next().value);
@@ -354,7 +343,7 @@ export class Mesh extends EventTarget {
   /** Report the ICE failure; the offerer of the pair offers anew when a retry is recommended.
    * The report marks the whole session failed, so its real state is pushed again after. */
   async #recover(peer) {
-    const answer = await this.#quietly(FN.reportFailure, {
+    const answer = await this.#quietly(FN.handleConnectionFailure, {
       meetingId: this.meetingId, sessionId: this.sessionId, errorType: "ice_failed", errorDetails: `peer ${peer.userId}`,
     });
     if (answer) this.pushedState = "failed";
@@ -369,7 +358,7 @@ export class Mesh extends EventTarget {
     this.#emit("state", { state });
     if (state === this.pushedState || this.left) return;
     this.pushedState = state;
-    this.#quietly(FN.updateState, { meetingId: this.meetingId, sessionId: this.sessionId, state });
+    this.#quietly(FN.updateSessionState, { meetingId: this.meetingId, sessionId: this.sessionId, state });
   }
 
   // --- health -------------------------------------------------------------------------------
@@ -385,7 +374,7 @@ export class Mesh extends EventTarget {
         if (quality) measured.push(quality);
         if (peer.flowing || !peer.carriesMedia) peer.aliveAt = now;
       }
-      if (now - peer.aliveAt > DEAD_AFTER) {
+      if (now - peer.aliveAt > 1000 * DEAD_AFTER) {
         if (!peer.announced) this.#rememberStale(peer);
         this.#drop(peer, "unreachable");
       }
@@ -400,7 +389,7 @@ export class Mesh extends EventTarget {
       latency: worst("latency", 1),
       jitter: worst("jitter", 1),
     };
-    await this.#quietly(FN.reportQuality, { meetingId: this.meetingId, sessionId: this.sessionId, stats });
+    await this.#quietly(FN.monitorConnectionQuality, { meetingId: this.meetingId, sessionId: this.sessionId, stats });
   }
 
   // --- what the page asks -------------------------------------------------------------------
@@ -408,7 +397,7 @@ export class Mesh extends EventTarget {
   /** Sends to every peer; answers the message as shown locally. */
   sendChat(text) {
     if (!this.features?.chat) throw new Refusal("Chat is off in this meeting.");
-    if (!chatFits(text)) throw new Refusal(`A message holds at most ${MAX_CHAT / 1024} KiB.`);
+    if (!chatFits(text)) throw new Refusal(`A message holds at most ${MAX_CHAT_TEXT / 1024} KiB.`);
     const message = { type: "chat", id: randomId(), from: this.me.userId, text, ts: Date.now() };
     for (const peer of this.peers.values()) peer.sendChat(message);
     return message;

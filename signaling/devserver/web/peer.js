@@ -2,14 +2,8 @@
 // its tracks (agent/peer.py is the bots' side). An offer on a negotiated connection replaces
 // it, as the bots do: aiortc cannot restart ICE in place.
 
-import { FN } from "./convex.js";
+import { ANSWER_TIMEOUT, CHAT_OUTBOX, FN, MAX_CHAT_ID, MAX_CHAT_TEXT, MAX_CHAT_WIRE, TRICKLE_WINDOW } from "./convention.js";
 
-export const ANSWER_TIMEOUT = 10_000; // an offer or answer not connected by then: a stale session
-const TRICKLE_WINDOW = 3_000; // after a description, candidates are worth polling fast for
-export const MAX_CHAT = 16 * 1024; // bytes of UTF-8 text
-const MAX_CHAT_WIRE = 6 * MAX_CHAT + 1024; // the text escaped by JSON at worst, and its envelope
-const MAX_CHAT_ID = 128;
-const MAX_OUTBOX = 64;
 const LAYOUT = { audio: ["audio"], video: ["camera", "screen"] };
 const encoder = new TextEncoder();
 
@@ -44,7 +38,7 @@ export class Peer {
   /** An answer or trickled candidates are due: worth polling fast for. */
   get awaitingSignals() {
     if (!this.pc || !this.negotiating) return false;
-    return Date.now() - this.describedAt < TRICKLE_WINDOW || this.pc.signalingState === "have-local-offer";
+    return Date.now() - this.describedAt < 1000 * TRICKLE_WINDOW || this.pc.signalingState === "have-local-offer";
   }
 
   get hasRemote() {
@@ -73,7 +67,7 @@ export class Peer {
     this.offeredAt = this.mesh.serverNow();
     await pc.setLocalDescription();
     if (pc !== this.pc) return; // replaced or closed meanwhile
-    this.#signal(FN.sendDescription, { description: { type: "offer", sdp: pc.localDescription.sdp } });
+    this.#signal(FN.exchangeSessionDescription, { description: { type: "offer", sdp: pc.localDescription.sdp } });
     this.#startAnswerTimer();
   }
 
@@ -106,7 +100,7 @@ export class Peer {
     }
     await pc.setLocalDescription();
     if (pc !== this.pc) return;
-    this.#signal(FN.sendDescription, { description: { type: "answer", sdp: pc.localDescription.sdp } });
+    this.#signal(FN.exchangeSessionDescription, { description: { type: "answer", sdp: pc.localDescription.sdp } });
     this.#startAnswerTimer();
   }
 
@@ -144,7 +138,7 @@ export class Peer {
     pc.onicecandidate = ({ candidate: c }) => {
       if (pc !== this.pc) return;
       const candidate = c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : { candidate: "", sdpMid: "0", sdpMLineIndex: 0 };
-      this.#signal(FN.sendCandidate, { candidate });
+      this.#signal(FN.exchangeICECandidate, { candidate });
     };
     pc.onconnectionstatechange = () => {
       if (pc !== this.pc || pc.connectionState === this.state) return;
@@ -170,7 +164,7 @@ export class Peer {
 
   #startAnswerTimer() {
     clearTimeout(this.answerTimer);
-    this.answerTimer = setTimeout(() => this.mesh.transition(this, "no_answer"), ANSWER_TIMEOUT);
+    this.answerTimer = setTimeout(() => this.mesh.transition(this, "no_answer"), 1000 * ANSWER_TIMEOUT);
   }
 
   #closeConnection() {
@@ -242,7 +236,7 @@ export class Peer {
    * this peer's copy, not the other peers'. */
   sendChat(message) {
     if (this.channel?.readyState !== "open") {
-      this.outbox = [...this.outbox.slice(-(MAX_OUTBOX - 1)), message];
+      this.outbox = [...this.outbox.slice(-(CHAT_OUTBOX - 1)), message];
       return;
     }
     try {
@@ -254,7 +248,7 @@ export class Peer {
 }
 
 /** A received chat message, or null for anything that is not one, by the rules of
- * agent/chat.py: text, not binary; JSON of type chat; text within MAX_CHAT; `ts` a number and
+ * agent/chat.py: text, not binary; JSON of type chat; text within MAX_CHAT_TEXT; `ts` a number and
  * `id` a short string when given. The sender is the connection's user, never the body's `from`. */
 export function decodeChat(data) {
   if (typeof data !== "string" || data.length > MAX_CHAT_WIRE) return null;
@@ -265,11 +259,11 @@ export function decodeChat(data) {
     return null;
   }
   const { type, text, ts = Date.now(), id = "" } = body ?? {};
-  if (type !== "chat" || typeof text !== "string" || encoder.encode(text).length > MAX_CHAT) return null;
+  if (type !== "chat" || typeof text !== "string" || encoder.encode(text).length > MAX_CHAT_TEXT) return null;
   if (typeof ts !== "number" || !Number.isFinite(ts) || typeof id !== "string" || id.length > MAX_CHAT_ID) return null;
   return { id, text, ts };
 }
 
 export function chatFits(text) {
-  return encoder.encode(text).length <= MAX_CHAT;
+  return encoder.encode(text).length <= MAX_CHAT_TEXT;
 }

@@ -3,7 +3,8 @@
 `/` signs a person in (a dev user name; the server mints the token, as `connvo-agent token`
 does), lists their meetings and creates one; `/meet/{meetingId}` joins it. The page is plain
 HTML, CSS and ES modules from `web/`: no build step, nothing fetched from elsewhere, so it works
-offline. It speaks the README's mesh convention through the same functions as the bots.
+offline. It speaks the README's mesh convention through the same functions as the bots, with
+the same numbers: `/web/convention.js` is made from `signaling.convention`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from signaling import convention
 from signaling.devserver.auth import sign
+from signaling.devserver.handlers import ENDPOINTS
 from signaling.devserver.lobby import USER_NAME
 
 if TYPE_CHECKING:
-    from signaling.devserver.app import Backend
+    from signaling.devserver.backend import Backend
 
 PAGES = Path(__file__).parent / "web"
 HEADERS = {
@@ -40,10 +43,11 @@ text, and the policy forbids any script or connection not from this server besid
 MAX_SIGN_IN = 1024
 
 
-def web_routes(backend: Backend) -> list[BaseRoute]:
+def page_routes(backend: Backend) -> list[BaseRoute]:
     return [
         Route("/", _page("index.html"), methods=["GET"]),
         Route("/meet/{meeting_id}", _page("meet.html"), methods=["GET"]),
+        Route("/web/convention.js", _convention, methods=["GET"]),
         Mount("/web", app=_Static(directory=PAGES), name="web"),
         Route("/dev/signin", _sign_in(backend), methods=["POST"]),
     ]
@@ -54,6 +58,16 @@ def _page(name: str):
         return FileResponse(PAGES / name, headers=HEADERS)
 
     return page
+
+
+async def _convention(request: Request) -> Response:
+    """`signaling.convention` as an ES module, with the path of every function this backend
+    serves by its name (`FN.getPendingSignals`): the page imports them, never copies them."""
+    values = {name: value for name, value in vars(convention).items() if name.isupper()}
+    values["FN"] = {path.rsplit("/", 1)[-1]: path for path in ENDPOINTS}
+    lines = [f"export const {name} = {json.dumps(value)};" for name, value in values.items()]
+    module = "\n".join(["// Made by the dev backend from signaling/convention.py.", *lines, ""])
+    return Response(module, media_type="text/javascript", headers=HEADERS)
 
 
 class _Static(StaticFiles):
