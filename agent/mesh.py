@@ -92,7 +92,7 @@ class Mesh:
         """The active sessions by sessionId, from the last session list read."""
         self._alive_at: dict[Peer, float] = {}
         self._samples: dict[Peer, quality.Sample] = {}
-        self._quality: dict[str, quality.Quality] = {}
+        self._quality: dict[str, quality.LinkQuality] = {}
         self._pushed_state = "connecting"
         self._counters = counters
 
@@ -102,7 +102,7 @@ class Mesh:
         return MappingProxyType(self._peers)
 
     @property
-    def quality(self) -> Mapping[str, quality.Quality]:
+    def quality(self) -> Mapping[str, quality.LinkQuality]:
         """The last measured quality of each connected peer, by userId."""
         return MappingProxyType(self._quality)
 
@@ -346,7 +346,7 @@ class Mesh:
         `dead_after`: a participant that died leaves no signal behind, and its session may stay
         active in the backend for good."""
         now = time.monotonic()
-        measured: list[quality.Quality] = []
+        measured: list[quality.LinkQuality] = []
         for peer in list(self._peers.values()):
             pc = peer.pc
             if peer.state == "connected" and pc is not None:

@@ -24,7 +24,7 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Quality:
+class LinkQuality:
     bitrate: float
     packet_loss: float
     rtt_ms: float
@@ -62,12 +62,12 @@ async def sample(pc: RTCPeerConnection) -> Sample:
     )
 
 
-def between(before: Sample, after: Sample) -> Quality:
+def between(before: Sample, after: Sample) -> LinkQuality:
     elapsed = max(after.at - before.at, 1e-3)
     received = after.packets_received - before.packets_received
     lost = after.packets_lost - before.packets_lost
     total = received + lost
-    return Quality(
+    return LinkQuality(
         bitrate=8 * (after.bytes_received - before.bytes_received) / elapsed,
         packet_loss=100 * lost / total if total > 0 else 0.0,
         rtt_ms=after.rtt_ms or 0.0,
@@ -75,9 +75,9 @@ def between(before: Sample, after: Sample) -> Quality:
     )
 
 
-def worst(qualities: list[Quality]) -> Quality:
+def worst(qualities: list[LinkQuality]) -> LinkQuality:
     """One figure for the session: total bitrate, the worst of everything else."""
-    return Quality(
+    return LinkQuality(
         bitrate=sum(q.bitrate for q in qualities),
         packet_loss=max(q.packet_loss for q in qualities),
         rtt_ms=max(q.rtt_ms for q in qualities),

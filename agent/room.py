@@ -37,8 +37,7 @@ from agent.tasks import Background, quietly
 from signaling import functions as fn
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError, InvalidArgs, MeetingNotActive, TLSError, Unauthorized
-from signaling.models import ActiveSession
-from signaling.models import Room as RoomConfig
+from signaling.models import ActiveSession, RoomConfig
 from signaling.sync import Subscription, SyncClient, SyncUnavailable
 
 log = logging.getLogger(__name__)

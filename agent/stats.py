@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from agent.quality import Quality
+from agent.quality import LinkQuality
 
 Signals = Literal["push", "poll"]
 
@@ -50,7 +50,7 @@ class RoomStats:
     """time.monotonic() when the join started."""
     connected_at: float | None
     """time.monotonic() when the first peer connection was connected."""
-    quality: Mapping[str, Quality] = field(default_factory=lambda: MappingProxyType({}))
+    quality: Mapping[str, LinkQuality] = field(default_factory=lambda: MappingProxyType({}))
     """The last measured quality of each connected peer, by userId."""
 
     @property

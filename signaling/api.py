@@ -36,7 +36,9 @@ class ConnvoAPI:
 
     # --- the room and the mesh -------------------------------------------------------------
 
-    async def initialize_room(self, meeting_id: str, max_participants: int | None = None) -> m.Room:
+    async def initialize_room(
+        self, meeting_id: str, max_participants: int | None = None
+    ) -> m.RoomConfig:
         return await self._call(
             fn.INITIALIZE_WEBRTC_ROOM, meetingId=meeting_id, maxParticipants=max_participants
         )

@@ -55,7 +55,7 @@ _T = "transcripts/ingestion/"
 
 # Callers name these objects, never a path: a typo is an AttributeError at import.
 INITIALIZE_WEBRTC_ROOM = Function(
-    _W + "initializeWebRTCRoom", m.InitializeRoomArgs, m.Room, True, kind="action"
+    _W + "initializeWebRTCRoom", m.InitializeRoomArgs, m.RoomConfig, True, kind="action"
 )
 CREATE_WEBRTC_SESSION = Function(
     _W + "createWebRTCSession", m.SessionArgs, m.CreateSessionResult, True, kind="mutation"

@@ -14,7 +14,7 @@ Provider = Literal["webrtc", "getstream"]
 SessionState = Literal["connecting", "connected", "disconnected", "failed", "closed"]
 MeetingState = Literal["scheduled", "active", "concluded", "cancelled"]
 Role = Literal["host", "co-host", "participant", "observer"]
-Quality = Literal["excellent", "good", "fair", "poor"]
+QualityRating = Literal["excellent", "good", "fair", "poor"]
 FailureType = Literal["ice_failed", "connection_timeout", "media_failed", "signaling_failed"]
 Presence = Literal["invited", "joined", "left"]
 
@@ -98,7 +98,7 @@ class InitializeRoomArgs(MeetingArgs):
     maxParticipants: int | None = None
 
 
-class Room(Result):
+class RoomConfig(Result):
     success: bool
     provider: Provider
     roomId: str
@@ -149,7 +149,7 @@ class ActiveSession(Result):
     createdAt: float
     updatedAt: float
     user: UserRef
-    connectionQuality: Quality | None = None
+    connectionQuality: QualityRating | None = None
     lastMetricsAt: float | None = None
     metadata: dict[str, Any] | None = None
 
@@ -175,7 +175,7 @@ class QualityArgs(SessionArgs):
 
 
 class QualityResult(Result):
-    quality: Quality
+    quality: QualityRating
     recommendations: list[str]
     shouldFallback: bool
 

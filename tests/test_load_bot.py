@@ -1,4 +1,4 @@
-"""One load bot (agent/load/bot.py) against a real dev backend and a real participant process:
+"""One load bot (agent/load/loadbot.py) against a real dev backend and a real participant process:
 what its record says of a peer that dies mid-stay, and of one that comes back."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from agent.load.bot import BotRecord, LoadBot, MeetingState
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
 from agent.load.http import LoadHTTP
+from agent.load.loadbot import BotRecord, LoadBot, MeetingState
 
 
 async def participant(backend, meeting) -> asyncio.subprocess.Process:

@@ -26,8 +26,8 @@ from test_room import FAST, room, until
 from agent.ice import IceOptions
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
 from agent.room import Room
+from agent.workers.files import BACKLOG, ParticipantFile
 from agent.workers.recorder import Recorder, request
-from agent.workers.recording import BACKLOG, ParticipantFile
 
 SPEECH = "The recorder keeps every word of this meeting, even when it is killed without warning."
 MARGIN = 1.0
@@ -257,7 +257,7 @@ async def test_an_encoder_far_behind_drops_video_counted_and_logged_and_keeps_al
     tone = ToneTrack(volume=0.5)
     video = av.VideoFrame.from_ndarray(np.zeros((720 * 3 // 2, 1280), np.uint8), format="yuv420p")
     budget = BACKLOG["video"] // sum(p.buffer_size for p in video.planes)
-    with caplog.at_level(logging.WARNING, logger="agent.workers.recording"):
+    with caplog.at_level(logging.WARNING, logger="agent.workers.files"):
         for index in range(3 * budget):  # in one go, as a stalled loop would hand them over
             file.put("video", video, started + index / 30)
         for index in range(500):  # 10 s of audio: within its budget

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.load import collector
-from agent.load.bot import LoadBot, MeetingState
 from agent.load.config import LoadConfig, MeetingPlan
 from agent.load.health import LagSample, LoopLagMeter
 from agent.load.http import LoadHTTP
+from agent.load.loadbot import LoadBot, MeetingState
 from agent.load.records import BotRecord, Usage, UsageMeter
 from agent.media import counting, encoded
 

@@ -19,7 +19,7 @@ import av
 import numpy as np
 
 from agent.media.constants import SAMPLE_RATE
-from agent.workers.recording import END, MUXER_OPTIONS, Recording
+from agent.workers.files import END, MUXER_OPTIONS, Recording
 
 LATENCY = 1.0
 TICK = 0.25

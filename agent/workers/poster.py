@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 PAGE = 200  # getTranscriptChunks answers at most 200 chunks per call
 PER_MINUTE = 50  # ingestTranscriptChunk's limit per user (BACKEND.md, observed)
 WINDOW = 60.0  # seconds: the limiter's fixed windows start on the minute
-MAX_TEXT = 10_000  # UTF-16 code units the backend takes in one chunk
+MAX_CHUNK_TEXT = 10_000  # UTF-16 code units the backend takes in one chunk
 
 
 class Budget:
@@ -176,7 +176,7 @@ class Poster:
             ):
                 continue
             joined = merged(chunk, other)
-            if len(joined.text.encode("utf-16-le")) // 2 > MAX_TEXT:
+            if len(joined.text.encode("utf-16-le")) // 2 > MAX_CHUNK_TEXT:
                 break
             folded.append(other_id)
             chunk = joined

@@ -8,7 +8,7 @@ GRACE. A screen share goes to its own video-only file (`..._screen.ts`): MPEG-TS
 stream to a file already written, and a share may start at any time.
 
 Every frame is read (`frames(maxsize=0)`) and handed to its file without waiting, so the reader
-keeps pace with the network; each file's queue is bounded in bytes per kind (recording.py),
+keeps pace with the network; each file's queue is bounded in bytes per kind (files.py),
 and what an encoder too far behind has to give up is counted, logged and in the manifest.
 """
 
@@ -30,8 +30,8 @@ from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
 from agent.room import JoinRequest, JoinTarget, Room
 from agent.workers import manifest
+from agent.workers.files import ParticipantFile, Recording
 from agent.workers.mixer import Mixer
-from agent.workers.recording import ParticipantFile, Recording
 
 log = logging.getLogger(__name__)
 
