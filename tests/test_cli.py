@@ -142,9 +142,13 @@ BAD_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "unknown option": ((*JOIN, "--frobnicate"), ("--frobnicate",)),
     "empty meeting": (("join", "--url", URL, "--token", TOKEN, "--meeting", ""), ("--meeting",)),
-    "path as meeting": (
-        ("join", "--url", URL, "--token", TOKEN, "--meeting", "../m"),
-        ("--meeting", "../m"),
+    "meeting with a newline": (
+        ("join", "--url", URL, "--token", TOKEN, "--meeting", "m\nx"),
+        ("--meeting", "control characters"),
+    ),
+    "absurd meeting": (
+        ("join", "--url", URL, "--token", TOKEN, "--meeting", "m/" * 200),
+        ("--meeting", "longer than 256"),
     ),
     "send": ((*JOIN, "--send", "audio,vidoe"), ("--send", "vidoe")),
     "play missing": ((*JOIN, "--play", "{tmp}/missing.mp4"), ("--play", "missing.mp4")),

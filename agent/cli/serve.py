@@ -43,6 +43,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="transcript chunks per user per minute (default: 50, as on Connvo)",
     )
     p.add_argument("--quiet", dest="access_log", action="store_false", help="no access log")
+    p.add_argument(
+        "--ids",
+        choices=("convex", "convex-test"),
+        help="the shape of new ids: a deployment's (default), or convex-test's '10004;meetings'",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from signaling import ids
+
 if TYPE_CHECKING:
     from agent.load.thresholds import Threshold
     from agent.media.impair import Impairment
@@ -133,14 +135,12 @@ def percent(value: str) -> float:
 
 
 def meeting_id(value: str) -> str:
-    """A meeting's id as Convex writes ids: letters, digits, _ and -. Whether the meeting exists
-    is the deployment's answer."""
-    if (
-        not value
-        or len(value) > 128
-        or not all(c.isascii() and (c.isalnum() or c in "_-") for c in value)
-    ):
-        raise Bad(f"{shown(value)} is not a meeting id (letters, digits, _ and -)")
+    """Ids are opaque (signaling.ids): only what cannot be an id at all is refused here; whether
+    the meeting exists, and whether its id is of the right shape, is the deployment's answer."""
+    if (why := ids.problem(value)) is not None:
+        raise Bad(f"{shown(value)} is not a meeting id: it {why}")
+    if value.startswith("eyJ") and len(value) > 100:  # a JWT's header: a token in the wrong place
+        raise Bad(f"{shown(value)} is a token, not a meeting id")
     return value
 
 

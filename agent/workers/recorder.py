@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from agent.room import JoinRequest, JoinTarget, Room
 from agent.workers import manifest
 from agent.workers.files import ParticipantFile, Recording
 from agent.workers.mixer import Mixer
+from signaling import ids
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Recorder:
     def _open(self, key: Key, join: _Join) -> ParticipantFile:
         user, session, part = key
         suffix = "_screen" if part == "screen" else ""
-        name = f"{_safe(user)}_{manifest.stamp(time.time())}_{_safe(session)[:8]}{suffix}"
+        name = f"{ids.file_part(user)}_{manifest.stamp(time.time())}_{_short(session)}{suffix}"
         file = ParticipantFile(
             self._path(name),
             time.monotonic(),
@@ -208,8 +208,10 @@ class Recorder:
         return task
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "-", text)
+def _short(session_id: str) -> str:
+    """Enough of a session id to tell two joins of one user apart, safe in a file name."""
+    safe = ids.file_part(session_id)
+    return safe[:8] if safe == session_id else safe
 
 
 @dataclass(frozen=True)

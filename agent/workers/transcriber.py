@@ -32,6 +32,7 @@ from agent.workers.engines import EnginePool, Transcript, engine_named
 from agent.workers.poster import PER_MINUTE, Poster
 from agent.workers.spool import Spool
 from agent.workers.utterances import Segmenter, Utterance
+from signaling import ids
 from signaling.api import ConnvoAPI
 from signaling.client import NO_RETRY
 from signaling.models import TranscriptChunkArgs as Chunk
@@ -69,7 +70,7 @@ class TranscriberOptions:
         if self.spool is not None:
             return self.spool
         state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-        return state / "connvo-agent" / f"transcripts-{self.target.meeting_id}.jsonl"
+        return state / "connvo-agent" / f"transcripts-{ids.file_part(self.target.meeting_id)}.jsonl"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from signaling.devserver.sync import sync_routes
 
 def create_app(settings: Settings) -> Starlette:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    backend = Backend(settings, Store(settings.database), load_secret(settings.data_dir))
+    backend = Backend(
+        settings, Store(settings.database, settings.ids), load_secret(settings.data_dir)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -51,6 +51,7 @@ class DevServer:
         turn_credential: str | None = None,
         transcript_rate: int | None = None,
         access_log: bool = False,
+        ids: str | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         self._owns_dir = data_dir is None
@@ -58,6 +59,8 @@ class DevServer:
         self.host = host
         self.startup_timeout = startup_timeout
         self._options = _options(stun_urls, turn_url, turn_username, transcript_rate, access_log)
+        if ids is not None:
+            self._options += ["--ids", ids]
         self._env = {"CONNVO_TURN_CREDENTIAL": turn_credential} if turn_credential else {}
         self._process: subprocess.Popen[bytes] | None = None
         self._url: str | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from signaling.devserver.store import IdStyle
+
 DEFAULT_TRANSCRIPT_RATE = 50
 """Transcript chunks per user per minute: the real backend's limit (docs/contract/BACKEND.md,
 "Observed on Connvo's own functions"), so the transcriber is tested against what it will meet."""
@@ -22,6 +24,9 @@ class Settings:
     turn_credential: str | None = field(default=None, repr=False)
     transcript_rate: int = DEFAULT_TRANSCRIPT_RATE
     access_log: bool = True
+    ids: IdStyle = "convex"
+    """The shape of new ids (store.IdStyle): convex-test's "10004;meetings" proves clients take
+    ids as opaque."""
 
     @property
     def database(self) -> Path:

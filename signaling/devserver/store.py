@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 Doc = dict[str, Any]
 
@@ -44,13 +44,23 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
 _ID_LENGTH = 26
 
 
-def new_id(table: str) -> str:
-    tag = TABLES[table][0]
-    return tag + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LENGTH))
+IdStyle = Literal["convex", "convex-test"]
+"""convex: a table tag and 26 base32 letters, shaped like a deployment's ids; convex-test: what
+Convex's test library hands out, a number and the table ("10004;meetings"). Clients must take
+both as opaque: `serve --ids convex-test` is how the tests prove it."""
+
+
+def new_id(table: str, style: IdStyle = "convex", number: int = 0) -> str:
+    if style == "convex-test":
+        return f"{10_000 + number};{table}"
+    return TABLES[table][0] + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LENGTH))
 
 
 def is_id(table: str, value: str) -> bool:
     """Whether `value` is shaped like an id of `table` (what Convex's v.id(table) checks)."""
+    number, test_table = value.partition(";")[::2]
+    if test_table:
+        return test_table == table and number.isdigit()
     tag, rest = value.partition("_")[::2]
     return tag == TABLES[table][0] and len(rest) == _ID_LENGTH and all(c in _ALPHABET for c in rest)
 
@@ -73,14 +83,18 @@ def _schema() -> Iterator[str]:
             name = f"{table}_by_" + "_".join(index)
             cols = ", ".join(f'"{c}"' for c in index)
             yield f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ({cols}, ord)'
+    yield "CREATE TABLE IF NOT EXISTS devMeta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
 class Store:
     """One connection, one writer at a time: each function runs as one serialised transaction,
     as Convex mutations do."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ids: IdStyle | None = None) -> None:
+        """`ids` sets the style of new ids for good (kept in the file, so `connvo-agent token`
+        follows it); None keeps the file's."""
         self._lock = threading.Lock()
+        self._ids: IdStyle = "convex"
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -88,12 +102,16 @@ class Store:
         with self.transaction():
             for statement in _schema():
                 self._db.execute(statement)
+            if ids is not None:
+                self._db.execute("INSERT OR REPLACE INTO devMeta VALUES ('ids', ?)", [ids])
+            row = self._db.execute("SELECT value FROM devMeta WHERE key = 'ids'").fetchone()
+        self._ids = row[0] if row else "convex"
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            tx = Tx(self._db)
+            tx = Tx(self._db, self._ids)
             try:
                 yield tx
             except BaseException:
@@ -131,8 +149,9 @@ class Tx:
     patching to `undefined` does in Convex. Every lookup is kept in `reads` and every write in
     `writes`, so the sync protocol knows which subscribed queries a mutation changed."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, ids: IdStyle = "convex") -> None:
         self._db = db
+        self._ids = ids
         self.reads: list[Read] = []
         self.writes: list[Write] = []
 
@@ -144,7 +163,7 @@ class Tx:
         self.reads.append(Read(table, frozen))
 
     def insert(self, table: str, fields: Doc) -> str:
-        doc = {"_id": new_id(table), "_creationTime": time.time() * 1000}
+        doc = {"_id": self._new_id(table), "_creationTime": time.time() * 1000}
         doc.update((k, v) for k, v in fields.items() if v is not None)
         cols = _columns(table)
         names = "".join(f', "{c}"' for c in cols)
@@ -155,6 +174,12 @@ class Tx:
         )
         self.writes.append(Write(table, None, doc))
         return doc["_id"]
+
+    def _new_id(self, table: str) -> str:
+        if self._ids == "convex":
+            return new_id(table)
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", [table]).fetchone()
+        return new_id(table, "convex-test", (row[0] if row else 0) + 1)
 
     def get(self, table: str, doc_id: str) -> Doc | None:
         self._read(table, {"_id": doc_id})
