@@ -23,7 +23,9 @@ from agent.events import (
 )
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
+from agent.presence import MEDIA_STOPPED
 from agent.room import JoinRequest, JoinTarget
+from agent.stats import RoomStats
 
 ECHO = "echo: "
 REPLACED = str(Replaced())
@@ -77,14 +79,16 @@ async def run_bot(options: BotOptions) -> int:
                             await room.send_chat(_echo(event.text))
                             chat["sent"] += 1
         stats = room.stats()
-        problem = REPLACED if stats.replaced else BACKEND_LOST if stats.backend_lost else None
-        if problem:
-            print(f"connvo-agent join: {problem}", file=sys.stderr, flush=True)
+        participants = _participants(stats, tracks, time.monotonic())
+        problems = _problems(stats, participants)
+        for line in problems:
+            print(f"connvo-agent join: {line}", file=sys.stderr, flush=True)
         summary = {
-            "ok": problem is None,
+            "ok": not problems,
             "meetingId": target.meeting_id,
             "userId": room.user_id,
             "peers": sorted(p.user_id for p in room.connected_peers()),
+            "participants": participants,
             "chat_sent": chat["sent"],
             "chat_received": chat["received"],
             "chat_dropped": sum(p.chat_dropped for p in room.peers.values()),
@@ -97,7 +101,51 @@ async def run_bot(options: BotOptions) -> int:
         }
     if options.json:
         print(json.dumps(summary), flush=True)
-    return Replaced.exit_code if stats.replaced else 1 if problem else 0
+    return Replaced.exit_code if stats.replaced else 1 if problems else 0
+
+
+def _participants(
+    stats: RoomStats, tracks: list[RemoteTrack], now: float
+) -> list[dict[str, object]]:
+    """Per remote user that was there: connected or not, seconds connected, the longest gap in
+    its media (between two frames, or since the last one while still connected), and the state
+    at the end."""
+    shown = []
+    for outcome in stats.outcomes:
+        if not outcome.there:
+            continue
+        own = [t for t in tracks if t.user_id == outcome.user_id]
+        gaps = [t.longest_gap for t in own if t.frames_received]
+        last = max((t.last_frame_at for t in own if t.last_frame_at is not None), default=None)
+        if last is not None and outcome.state == "connected":
+            gaps.append(now - last)
+        shown.append(
+            {
+                "userId": outcome.user_id,
+                "connected": outcome.connected,
+                "connected_s": round(outcome.connected_s, 1),
+                "frames": sum(t.frames_received for t in own),
+                "longest_media_gap_s": round(max(gaps), 1) if gaps else None,
+                "media_stopped_s": round(now - last, 1)
+                if last is not None and outcome.state == "connected"
+                else None,
+                "state": outcome.state,
+            }
+        )
+    return shown
+
+
+def _problems(stats: RoomStats, participants: list[dict[str, object]]) -> list[str]:
+    """Why `ok` is false, one line each (README, "Command line")."""
+    if stats.replaced:
+        return [REPLACED]
+    found = [BACKEND_LOST] if stats.backend_lost else []
+    found += stats.problems
+    for p in participants:
+        stopped = p["media_stopped_s"]
+        if isinstance(stopped, float) and stopped > MEDIA_STOPPED:
+            found.append(f"no media from {p['userId']} for the last {stopped:.0f} s")
+    return found
 
 
 def _echo(text: str) -> str:

@@ -27,6 +27,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from agent import quality
 from agent.events import ChatMessage, Event, ParticipantJoined, ParticipantLeft
 from agent.peer import LocalSide, Peer, Transition, check_sdp
+from agent.presence import Ledger, Outcome
 from agent.stats import Counters
 from agent.tasks import quietly
 from signaling import convention
@@ -44,6 +45,8 @@ MAX_CANDIDATE = convention.MAX_CANDIDATE
 """Characters of one candidate line; real ones are about 100."""
 MAX_STALE = convention.MAX_STALE
 MAX_STALE_RETRY = convention.STALE_RETRY_MAX
+RESTART_WAIT = (0.5, 8.0)
+"""Seconds before another ICE restart of a peer that has not connected since the last, doubling."""
 """Seconds: the longest wait between two offers to a session that never answers."""
 
 
@@ -95,6 +98,9 @@ class Mesh:
         self._quality: dict[str, quality.LinkQuality] = {}
         self._pushed_state = "connecting"
         self._counters = counters
+        self._ledger = Ledger()
+        self._restart_wait: dict[str, float] = {}
+        """Seconds before the next ICE restart of each peer that failed since it connected."""
 
     @property
     def peers(self) -> Mapping[str, Peer]:
@@ -105,6 +111,10 @@ class Mesh:
     def quality(self) -> Mapping[str, quality.LinkQuality]:
         """The last measured quality of each connected peer, by userId."""
         return MappingProxyType(self._quality)
+
+    def outcomes(self) -> tuple[Outcome, ...]:
+        """Every remote user met so far, and what became of its connections."""
+        return self._ledger.outcomes()
 
     def busy(self) -> bool:
         """An answer or trickled candidates are due: the pump should poll fast."""
@@ -273,7 +283,9 @@ class Mesh:
     def transition(self, peer: Peer, transition: Transition) -> None:
         if self._peers.get(peer.user_id) is not peer:
             return
+        self._ledger.transition(peer.user_id, transition.replace("_", " "))
         if transition == "connected":
+            self._restart_wait.pop(peer.user_id, None)
             self._alive_at[peer] = time.monotonic()
             self._stale.pop(peer.session_id, None)
             self._hooks.mark("connected")
@@ -332,11 +344,20 @@ class Mesh:
             log.warning("reporting the ICE failure failed (%s); restarting anyway", e)
             retry = True
         self._counters.failures_reported += 1
-        if retry and peer.offerer and self._peers.get(peer.user_id) is peer:
+        if retry and peer.offerer and await self._restart_due(peer):
             self._counters.ice_restarts += 1
             await peer.offer()
             self._hooks.nudge()
         await self._push_state()
+
+    async def _restart_due(self, peer: Peer) -> bool:
+        """Waits before an ICE restart, longer after each one that failed again (a path with
+        no pair to check fails at once: without the wait, a hot loop of offers and failure
+        reports); answers whether the peer still wants it."""
+        wait = self._restart_wait.get(peer.user_id, 0.0)
+        self._restart_wait[peer.user_id] = min(max(2 * wait, RESTART_WAIT[0]), RESTART_WAIT[1])
+        await asyncio.sleep(wait)
+        return self._peers.get(peer.user_id) is peer and peer.state in ("failed", "closed")
 
     # --- health --------------------------------------------------------------------------------
 
@@ -392,6 +413,9 @@ class Mesh:
     async def _drop(self, peer: Peer, reason: str) -> None:
         if self._peers.get(peer.user_id) is peer:
             del self._peers[peer.user_id]
+            self._restart_wait.pop(peer.user_id, None)
+            if reason != "we left":  # what the room saw before it left stays its outcome
+                self._ledger.dropped(peer.user_id, reason)
         await peer.close()
         for table in (self._samples, self._alive_at):
             table.pop(peer, None)

@@ -167,9 +167,8 @@ class Room:
             ice_restarts=counters.ice_restarts,
             join_started=self._join_started,
             connected_at=self._timeline.get("connected"),
-            quality=MappingProxyType(dict(mesh.quality))
-            if mesh is not None
-            else MappingProxyType({}),
+            quality=MappingProxyType(dict(mesh.quality) if mesh is not None else {}),
+            outcomes=mesh.outcomes() if mesh is not None else (),
         )
 
     def events(self) -> AsyncIterator[Event]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from agent.presence import Outcome, problems
 from agent.quality import LinkQuality
 
 Signals = Literal["push", "poll"]
@@ -52,6 +53,14 @@ class RoomStats:
     """time.monotonic() when the first peer connection was connected."""
     quality: Mapping[str, LinkQuality] = field(default_factory=lambda: MappingProxyType({}))
     """The last measured quality of each connected peer, by userId."""
+    outcomes: tuple[Outcome, ...] = ()
+    """Every remote user met, and what became of its connections (agent.presence)."""
+
+    @property
+    def problems(self) -> list[str]:
+        """Why this room's participant did not meet everyone who was there, one line each:
+        a remote that never connected, or whose connection was lost and not back."""
+        return problems(self.outcomes)
 
     @property
     def join_ms(self) -> float | None:

@@ -29,6 +29,7 @@ from agent.media.counting import received_streams
 from agent.media.encoded import SharedOutgoing
 from agent.media.qoe import StreamQoE
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
+from agent.presence import MEDIA_STOPPED
 from agent.pump import PollSettings
 from agent.room import JoinRequest, Room, RoomSettings
 from signaling.api import ConnvoAPI
@@ -105,6 +106,7 @@ class LoadBot:
             if record.ok:
                 await self._chat()
                 await self._stay()
+                self._judge()
                 self._collect()
             if self.room.stats().replaced:  # two runs sharing tokens: each user is one participant
                 self.record.fail("in_meeting", "REPLACED", str(Replaced()))
@@ -242,6 +244,23 @@ class LoadBot:
             name = q.kind if q.kind not in kinds else f"{q.kind}{len(kinds) + 1}"
             kinds[name] = q.summary(sent[q.kind])
         self.record.qoe = bot_qoe(self.record.streams)
+
+    def _judge(self) -> None:
+        """A success met everyone who was there until the end (agent.presence), and their media
+        was still arriving."""
+        if problems := self.room.stats().problems:
+            self.record.fail("in_meeting", "PEER_LOST", "; ".join(problems))
+        elif stopped := self._media_stopped():
+            self.record.fail("in_meeting", "MEDIA_STOPPED", stopped)
+
+    def _media_stopped(self) -> str | None:
+        now = time.monotonic()
+        for user, q in self._streams():
+            peer = self.room.peers.get(user)
+            quiet = now - q.last_at if q.last_at is not None else 0.0
+            if peer is not None and peer.state == "connected" and quiet > MEDIA_STOPPED:
+                return f"no {q.kind} from {user} for the last {quiet:.0f} s"
+        return None
 
     def _collect(self) -> None:
         record, room = self.record, self.room

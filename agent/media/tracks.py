@@ -4,6 +4,7 @@ in aiortc's queues, counted, and handed to whoever iterates over it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import av
@@ -25,6 +26,10 @@ class RemoteTrack:
         self.kind = kind
         self.label = label  # "audio", "camera" or "screen"
         self.frames_received = 0
+        self.last_frame_at: float | None = None
+        """time.monotonic() of the last frame."""
+        self.longest_gap = 0.0
+        """The most seconds between two frames."""
         self._track = track
         self._readers: set[asyncio.Queue[av.AudioFrame | av.VideoFrame | None]] = set()
         self._task = asyncio.create_task(self._drain(), name=f"drain {user_id} {label}")
@@ -47,7 +52,7 @@ class RemoteTrack:
         try:
             while True:
                 frame = await self._track.recv()
-                self.frames_received += 1
+                self._count(time.monotonic())
                 for queue in self._readers:
                     _offer(queue, frame)
         except MediaStreamError:
@@ -55,6 +60,12 @@ class RemoteTrack:
         finally:
             for queue in self._readers:
                 _offer(queue, None)
+
+    def _count(self, now: float) -> None:
+        self.frames_received += 1
+        if self.last_frame_at is not None:
+            self.longest_gap = max(self.longest_gap, now - self.last_frame_at)
+        self.last_frame_at = now
 
     async def stop(self) -> None:
         self._task.cancel()
