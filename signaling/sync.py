@@ -403,7 +403,7 @@ class SyncClient:
         await link.ws.send(json.dumps(message))
 
 
-_ZERO_VERSION = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}  # ts: u64 0 in base64
+_ZERO_VERSION: dict[str, Any] = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}  # ts: u64 0 in base64
 
 
 def _add(sub: Subscription) -> dict[str, Any]:
