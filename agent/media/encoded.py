@@ -48,7 +48,12 @@ IMPAIRMENT = Impairment()
 class SharedFeed:
     """One encoder, any number of senders. Encodes only while someone subscribes."""
 
-    def __init__(self, kind: str, source: MediaStreamTrack, codec: av.CodecContext) -> None:
+    def __init__(
+        self,
+        kind: str,
+        source: MediaStreamTrack,
+        codec: av.AudioCodecContext | av.VideoCodecContext,
+    ) -> None:
         self.kind = kind
         self.source = source
         self._codec = codec
@@ -98,19 +103,23 @@ class SharedFeed:
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
+        codec = self._codec
         while True:
             frame = await self.source.recv()
             if self._epoch is None:
                 self._epoch = time.time()
-            if self.kind == "video" and self._keyframe_wanted:
-                now = time.monotonic()
-                if now - self._last_forced >= KEYFRAME_ON_JOIN:
-                    frame.pict_type = av.video.frame.PictureType.I
-                    self._keyframe_wanted, self._last_forced = False, now
-            if self.kind == "video":  # vp8 takes a few ms a frame: off the event loop
-                packets = await loop.run_in_executor(None, self._codec.encode, frame)
+            if isinstance(frame, av.VideoFrame) and isinstance(codec, av.VideoCodecContext):
+                if self._keyframe_wanted:
+                    now = time.monotonic()
+                    if now - self._last_forced >= KEYFRAME_ON_JOIN:
+                        frame.pict_type = av.video.frame.PictureType.I
+                        self._keyframe_wanted, self._last_forced = False, now
+                # vp8 takes a few ms a frame: off the event loop
+                packets = await loop.run_in_executor(None, codec.encode, frame)
+            elif isinstance(frame, av.AudioFrame) and isinstance(codec, av.AudioCodecContext):
+                packets = codec.encode(frame)
             else:
-                packets = self._codec.encode(frame)
+                raise TypeError(f"a {codec.name} feed cannot encode {type(frame).__name__}")
             for packet in packets:
                 self._stamp(packet)
                 for view in list(self._views):
@@ -155,7 +164,7 @@ class _PacketView(MediaStreamTrack):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         while not self._packets:
             if self.readyState == "ended":
                 raise MediaStreamError
