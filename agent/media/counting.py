@@ -77,6 +77,16 @@ class _CountingQueue:
         self._tally.add(self._track.kind, len(encoded_frame.data))
 
 
+class _CountedStream(rtcrtpreceiver.StreamStatistics):
+    """aiortc's statistics of one remote stream (what getStats and RTCP reports read), with
+    whether it carries retransmissions and what a participant would have experienced of it."""
+
+    def __init__(self, clockrate: int, rtx: bool, qoe: StreamQoE) -> None:
+        super().__init__(clockrate)
+        self.connvo_rtx = rtx
+        self.connvo_qoe = qoe
+
+
 Receive = Callable[[RTCRtpReceiver, Any], Coroutine[Any, Any, None]]
 HandleRtp = Callable[[RTCRtpReceiver, Any, int], Coroutine[Any, Any, None]]
 DecoderWorker = Callable[[Any, Any, Any, Any], None]
@@ -104,15 +114,17 @@ def counting_rtp(aiortc_handle_rtp: HandleRtp) -> HandleRtp:
             return await aiortc_handle_rtp(self, packet, arrival_time_ms)
         if not self._enabled:
             return None
-        streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        # Only this handler adds a counting receiver's streams: each is a _CountedStream.
+        streams: dict[int, _CountedStream] = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
         stream = streams.get(packet.ssrc)
         if stream is None:
             codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
             if codec is None:
                 return None
-            stream = streams[packet.ssrc] = rtcrtpreceiver.StreamStatistics(codec.clockRate)
-            stream.connvo_rtx = codecs.is_rtx(codec)
-            stream.connvo_qoe = StreamQoE(self.track.kind, codec.clockRate)
+            qoe = StreamQoE(self.track.kind, codec.clockRate)
+            stream = streams[packet.ssrc] = _CountedStream(
+                codec.clockRate, codecs.is_rtx(codec), qoe
+            )
             if not stream.connvo_rtx:
                 known = getattr(self, "_connvo_streams", [])
                 self._connvo_streams = [*known, stream.connvo_qoe]  # type: ignore[attr-defined]
