@@ -31,7 +31,7 @@ from agent.stats import Counters
 from agent.tasks import quietly
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError
-from signaling.models import ActiveSession, IceCandidate, SessionDescription, Signal
+from signaling.models import ActiveSession, IceCandidate, SessionDescription, SessionState, Signal
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ MAX_CANDIDATE = 1024
 MAX_STALE = 1024
 MAX_STALE_RETRY = 600.0
 """Seconds: the longest wait between two offers to a session that never answers."""
+_PUSHED_STATES: tuple[SessionState, ...] = ("connected", "disconnected")
+"""The session's state is the first of these that a peer is in, else connecting."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +94,7 @@ class Mesh:
         self._alive_at: dict[Peer, float] = {}
         self._samples: dict[Peer, quality.Sample] = {}
         self._quality: dict[str, quality.Quality] = {}
-        self._pushed_state = "connecting"
+        self._pushed_state: SessionState = "connecting"
         self._counters = counters
 
     @property
@@ -375,7 +377,7 @@ class Mesh:
 
     async def _push_state(self) -> None:
         states = {p.state for p in self._peers.values()}
-        state = next((s for s in ("connected", "disconnected") if s in states), "connecting")
+        state: SessionState = next((s for s in _PUSHED_STATES if s in states), "connecting")
         if state != self._pushed_state:
             self._pushed_state = state
             await self._api.update_session_state(self._meeting_id, self._session_id, state)
