@@ -97,9 +97,9 @@ def counting_receive(aiortc_receive: Receive) -> Receive:
 
     async def receive(self: RTCRtpReceiver, parameters: Any) -> None:
         tally = COUNTED.get()
-        if tally is not None and not self._RTCRtpReceiver__started:  # type: ignore[attr-defined]
-            self._RTCRtpReceiver__decoder_queue = _CountingQueue(tally, self.track)  # type: ignore[attr-defined]
-            self._connvo_tally = tally  # type: ignore[attr-defined]
+        if tally is not None and not self._RTCRtpReceiver__started:  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+            self._RTCRtpReceiver__decoder_queue = _CountingQueue(tally, self.track)  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+            self._connvo_tally = tally  # type: ignore[attr-defined]  # our mark on aiortc's receiver
         await aiortc_receive(self, parameters)
 
     return receive
@@ -115,10 +115,10 @@ def counting_rtp(aiortc_handle_rtp: HandleRtp) -> HandleRtp:
         if not self._enabled:
             return None
         # Only this handler adds a counting receiver's streams: each is a _CountedStream.
-        streams: dict[int, _CountedStream] = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        streams: dict[int, _CountedStream] = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]  # aiortc's private (mangled) name
         stream = streams.get(packet.ssrc)
         if stream is None:
-            codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
+            codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]  # aiortc's private (mangled) name
             if codec is None:
                 return None
             qoe = StreamQoE(self.track.kind, codec.clockRate)
@@ -127,7 +127,7 @@ def counting_rtp(aiortc_handle_rtp: HandleRtp) -> HandleRtp:
             )
             if not stream.connvo_rtx:
                 known = getattr(self, "_connvo_streams", [])
-                self._connvo_streams = [*known, stream.connvo_qoe]  # type: ignore[attr-defined]
+                self._connvo_streams = [*known, stream.connvo_qoe]  # type: ignore[attr-defined]  # our mark on aiortc's receiver
         stream.add(packet)
         if stream.connvo_rtx:
             return None  # a retransmission: in the stream's statistics, not counted again
