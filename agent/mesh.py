@@ -33,7 +33,7 @@ from agent.tasks import quietly
 from signaling import convention
 from signaling.api import ConnvoAPI
 from signaling.errors import ConnvoError
-from signaling.models import ActiveSession, IceCandidate, SessionDescription, Signal
+from signaling.models import ActiveSession, IceCandidate, SessionDescription, SessionState, Signal
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,11 @@ MAX_CANDIDATE = convention.MAX_CANDIDATE
 """Characters of one candidate line; real ones are about 100."""
 MAX_STALE = convention.MAX_STALE
 MAX_STALE_RETRY = convention.STALE_RETRY_MAX
+"""Seconds: the longest wait between two offers to a session that never answers."""
 RESTART_WAIT = (0.5, 8.0)
 """Seconds before another ICE restart of a peer that has not connected since the last, doubling."""
-"""Seconds: the longest wait between two offers to a session that never answers."""
+_PUSHED_STATES: tuple[SessionState, ...] = ("connected", "disconnected")
+"""The session's state is the first of these that a peer is in, else connecting."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +98,7 @@ class Mesh:
         self._alive_at: dict[Peer, float] = {}
         self._samples: dict[Peer, quality.Sample] = {}
         self._quality: dict[str, quality.LinkQuality] = {}
-        self._pushed_state = "connecting"
+        self._pushed_state: SessionState = "connecting"
         self._counters = counters
         self._ledger = Ledger()
         self._restart_wait: dict[str, float] = {}
@@ -397,7 +399,7 @@ class Mesh:
 
     async def _push_state(self) -> None:
         states = {p.state for p in self._peers.values()}
-        state = next((s for s in ("connected", "disconnected") if s in states), "connecting")
+        state: SessionState = next((s for s in _PUSHED_STATES if s in states), "connecting")
         if state != self._pushed_state:
             self._pushed_state = state
             await self._api.update_session_state(self._meeting_id, self._session_id, state)

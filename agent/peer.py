@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard, get_args
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
@@ -50,6 +50,12 @@ Transition = Literal["connecting", "connected", "disconnected", "failed", "close
 or an answer) that did not lead to a connection within the answer timeout: the other side never
 answered, or never connected. `closed` after `failed` is not reported: aiortc closes a failed
 connection itself, and that is still the failure being recovered, not a leave."""
+_TRANSITIONS = frozenset(get_args(Transition))
+
+
+def _is_transition(state: str) -> TypeGuard[Transition]:
+    """Whether a connection state (aiortc's, a str) is reported: every one but `new`."""
+    return state in _TRANSITIONS
 
 
 def check_sdp(sdp: str) -> None:
@@ -314,8 +320,8 @@ class Peer:
             self._cancel_answer_timer()
             self._connected_at = self._connected_at or time.monotonic()
         self._owner.emit(ConnectionStateChanged(self.user_id, state))
-        if state != "new":
-            self._owner.transition(self, state)  # type: ignore[arg-type]
+        if _is_transition(state):
+            self._owner.transition(self, state)
 
     async def _close_connection(self) -> None:
         self._cancel_answer_timer()

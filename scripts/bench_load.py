@@ -41,6 +41,7 @@ from agent.load.records import UsageMeter
 from agent.load.runner import Target, run_load, setup_meetings
 from agent.load.worker import Worker
 from agent.media import encoded
+from agent.stats import Signals
 from signaling.devserver.process import DevServer
 
 SETTLE = 2.0  # seconds after the last bot is ready before the CPU window opens
@@ -104,7 +105,7 @@ def _same_bitrates() -> None:
         start(self)
         self.codec.bit_rate = encoded.AUDIO_BITRATE
 
-    opus.OpusEncoder.__init__ = init  # type: ignore[method-assign]
+    opus.OpusEncoder.__init__ = init  # type: ignore[method-assign]  # the naive baseline patches aiortc at our bitrate
 
 
 def _measure_in_child(config: LoadConfig, url: str, tokens: list[str], host: str, window: float):
@@ -129,7 +130,7 @@ def measure(server: DevServer, config: LoadConfig, window: float, tag: str) -> d
 
 def bench(args: argparse.Namespace) -> dict:
     results: dict = {"participants_per_core": {}}
-    modes = ["push", "poll"] if args.signals == "both" else [args.signals]
+    modes: list[Signals] = ["push", "poll"] if args.signals == "both" else [args.signals]
     variants = [(f"ours-{mode}", True, mode, True) for mode in modes]
     variants += [("ours-noqoe", True, modes[0], False), ("naive", False, modes[0], True)]
     sizes = {
@@ -157,7 +158,7 @@ def bench(args: argparse.Namespace) -> dict:
                     shared_media=shared,
                     decode=not shared,
                     join_timeout=60,
-                    signals=signals,  # type: ignore[arg-type]
+                    signals=signals,
                     qoe=qoe,
                 )
                 row[variant] = measure(srv, config, args.window, f"{media}-{variant}")
@@ -173,7 +174,7 @@ def bench(args: argparse.Namespace) -> dict:
             duration=5,
             ramp=args.target_ramp,
             media="none",
-            signals=mode,  # type: ignore[arg-type]
+            signals=mode,
         )
         target = run_load(replace(config), workers=None, quiet=True).summary
         results[f"target_200_none_{mode}"] = {

@@ -23,6 +23,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.demo import setup_meeting
@@ -31,7 +32,7 @@ from agent.load.metrics import nearest_rank
 from agent.media.sources import Outgoing
 from agent.pump import PollSettings, SignalPump
 from agent.room import JoinRequest, Room, RoomSettings
-from agent.stats import Counters
+from agent.stats import Counters, Signals
 from signaling import functions as fn
 from signaling.api import ConnvoAPI
 from signaling.client import CountingTransport
@@ -40,19 +41,21 @@ from signaling.models import Signal
 from signaling.sync import SyncClient
 
 
-def _room(server: DevServer, token: str, meeting: str, mode: str, http: CountingTransport) -> Room:
+def _room(
+    server: DevServer, token: str, meeting: str, mode: Signals, http: CountingTransport
+) -> Room:
     return Room(
         server.url,
         token,
         meeting,
         request=JoinRequest(outgoing=Outgoing.synthetic()),
         ice=IceOptions.loopback(),
-        settings=RoomSettings(signals=mode),  # type: ignore[arg-type]
+        settings=RoomSettings(signals=mode),
         api=ConnvoAPI(server.url, token, http=http),
     )
 
 
-async def _until(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+async def _until(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -61,7 +64,7 @@ async def _until(condition, timeout: float) -> bool:  # type: ignore[no-untyped-
     return True
 
 
-async def idle_cost(server: DevServer, mode: str, window: float) -> tuple[float, dict]:
+async def idle_cost(server: DevServer, mode: Signals, window: float) -> tuple[float, dict]:
     """HTTP function calls per bot-minute of two connected bots doing nothing, and by function."""
     names = [f"{mode}-idle{i}" for i in range(2)]
     tokens = [server.token(name) for name in names]
@@ -83,7 +86,7 @@ async def idle_cost(server: DevServer, mode: str, window: float) -> tuple[float,
         await asyncio.gather(*(r.leave() for r in rooms), return_exceptions=True)
 
 
-async def late_join(server: DevServer, mode: str, run: int, idle: float) -> dict:
+async def late_join(server: DevServer, mode: Signals, run: int, idle: float) -> dict:
     names = [f"{mode}{run}-bot{i}" for i in range(3)]
     tokens = [server.token(name) for name in names]
     meeting = await setup_meeting(server.url, tokens)
@@ -104,7 +107,7 @@ async def late_join(server: DevServer, mode: str, run: int, idle: float) -> dict
         await asyncio.gather(*(r.leave() for r in rooms), return_exceptions=True)
 
 
-async def delivery(server: DevServer, mode: str, count: int) -> list[float]:
+async def delivery(server: DevServer, mode: Signals, count: int) -> list[float]:
     names = [f"{mode}-sender", f"{mode}-receiver"]
     tokens = [server.token(name) for name in names]
     meeting = await setup_meeting(server.url, tokens)
@@ -149,7 +152,7 @@ async def delivery(server: DevServer, mode: str, count: int) -> list[float]:
 
 
 async def bench(args: argparse.Namespace) -> dict:
-    modes = ["poll", "push"] if args.signals == "both" else [args.signals]
+    modes: list[Signals] = ["poll", "push"] if args.signals == "both" else [args.signals]
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="connvo-bench-") as data:
         async with DevServer(Path(data)) as server:

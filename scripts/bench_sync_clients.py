@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import multiprocessing
@@ -193,6 +194,12 @@ class Clients:
         raise NotImplementedError
 
 
+def _subscribe(
+    client: convex.ConvexClient, path: str, subs: list[convex.QuerySubscription]
+) -> None:
+    subs.append(client.subscribe(path, {}))
+
+
 class Official(Clients):
     """`convex.ConvexClient`: synchronous calls, a Rust runtime on threads of its own, results
     by async iteration (one reader task per subscription)."""
@@ -215,8 +222,8 @@ class Official(Clients):
         watchers = [Watcher() for _ in range(n)]
         for watcher in watchers:
             client = self._timed("construct", lambda: convex.ConvexClient(self.target.url))
-            self._timed("set_auth", lambda c=client: c.set_auth(self.target.guest_token))
-            sub = self._timed("subscribe", lambda c=client: c.subscribe(PENDING, args))
+            self._timed("set_auth", functools.partial(client.set_auth, self.target.guest_token))
+            sub = self._timed("subscribe", functools.partial(client.subscribe, PENDING, args))
             self.clients.append(client)
             self.subs.append(sub)
             self.readers.append(asyncio.create_task(self._read(sub, watcher)))
@@ -225,7 +232,7 @@ class Official(Clients):
 
     async def _read(self, sub: convex.QuerySubscription, watcher: Watcher) -> None:
         async for value in sub:
-            watcher.record(value)
+            watcher.record(value if isinstance(value, list) else None)  # a list of signals
             if watcher.signals >= self.wanted:
                 return
 
@@ -249,7 +256,7 @@ class Official(Clients):
         subs: list[convex.QuerySubscription] = []
         steps = []
         for call, path in (("subscribe", PENDING), ("subscribe again", PENDING + "X")):
-            outcome, took = attempt(lambda p=path: subs.append(client.subscribe(p, {})), wait)
+            outcome, took = attempt(functools.partial(_subscribe, client, path, subs), wait)
             steps.append(await step(call, outcome, took, meter))
         if subs:
             outcome, took = await attempt_async(lambda: anext(subs[0]), wait)

@@ -21,7 +21,9 @@ class ConnvoError(Exception):
 
 
 class ApplicationError(ConnvoError):
-    code: ClassVar[str] = "UNKNOWN"
+    # Each subclass's code, and an instance's own when the backend sent one we have no class for
+    # (so not a ClassVar: see __init__).
+    code: str = "UNKNOWN"
     status_code: ClassVar[int] = 400
 
     def __init__(

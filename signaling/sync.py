@@ -402,7 +402,8 @@ class SyncClient:
         await link.ws.send(json.dumps(message))
 
 
-_ZERO_VERSION = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}  # ts: u64 0 in base64
+# ts: u64 0 in base64
+_ZERO_VERSION: dict[str, Any] = {"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}
 
 
 def _add(sub: Subscription) -> dict[str, Any]:

@@ -7,15 +7,19 @@ import asyncio
 import dataclasses
 import signal
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")
 
 
-def fill(kind: type[T], args: argparse.Namespace, **given: Any) -> T:
+def fill(kind: type[D], args: argparse.Namespace, **given: Any) -> D:
     """A `kind` (a dataclass) of `given` and of every option named as one of its fields, so that
     runners do not copy options one by one; an option left out (None) keeps the field's default."""
-    names = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(kind)}
     taken = {k: v for k, v in vars(args).items() if k in names and v is not None}
     return kind(**{**taken, **given})
 

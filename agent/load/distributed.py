@@ -10,6 +10,7 @@ backend's URL: the embedded dev backend listens on 127.0.0.1, so it only suits a
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -74,12 +75,12 @@ def run_ray(
             num_cpus=workers if local and workers else None,
             include_dashboard=False,
             log_to_driver=False,
-            logging_level="ERROR",
+            logging_level=logging.ERROR,
         )
     try:
         count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         shares = split(plans, count)
-        actor = ray.remote(num_cpus=1, max_concurrency=64)(LoadActor)
+        actor = ray.remote(num_cpus=1, max_concurrency=64)(LoadActor)  # type: ignore[call-overload]  # ray types remote(**options) for functions only, without actor options
         actors = [actor.remote() for _ in shares]
         names = ray.get([a.ready.remote() for a in actors])
         t0 = time.time() + START_DELAY

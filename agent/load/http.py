@@ -175,7 +175,8 @@ async def _read_answer(reader: asyncio.StreamReader, limit: int) -> tuple[int, b
 
 
 async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
         if size == 0:
@@ -189,7 +190,8 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
 
 
 async def _read_to_end(reader: asyncio.StreamReader, limit: int) -> bytes:
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while chunk := await reader.read(65536):
         total += len(chunk)
         if total > limit:

@@ -77,6 +77,16 @@ class _CountingQueue:
         self._tally.add(self._track.kind, len(encoded_frame.data))
 
 
+class _CountedStream(rtcrtpreceiver.StreamStatistics):
+    """aiortc's statistics of one remote stream (what getStats and RTCP reports read), with
+    whether it carries retransmissions and what a participant would have experienced of it."""
+
+    def __init__(self, clockrate: int, rtx: bool, qoe: StreamQoE) -> None:
+        super().__init__(clockrate)
+        self.connvo_rtx = rtx
+        self.connvo_qoe = qoe
+
+
 Receive = Callable[[RTCRtpReceiver, Any], Coroutine[Any, Any, None]]
 HandleRtp = Callable[[RTCRtpReceiver, Any, int], Coroutine[Any, Any, None]]
 DecoderWorker = Callable[[Any, Any, Any, Any], None]
@@ -87,9 +97,9 @@ def counting_receive(aiortc_receive: Receive) -> Receive:
 
     async def receive(self: RTCRtpReceiver, parameters: Any) -> None:
         tally = COUNTED.get()
-        if tally is not None and not self._RTCRtpReceiver__started:  # type: ignore[attr-defined]
-            self._RTCRtpReceiver__decoder_queue = _CountingQueue(tally, self.track)  # type: ignore[attr-defined]
-            self._connvo_tally = tally  # type: ignore[attr-defined]
+        if tally is not None and not self._RTCRtpReceiver__started:  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+            self._RTCRtpReceiver__decoder_queue = _CountingQueue(tally, self.track)  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+            self._connvo_tally = tally  # type: ignore[attr-defined]  # our mark on aiortc's receiver
         await aiortc_receive(self, parameters)
 
     return receive
@@ -104,18 +114,20 @@ def counting_rtp(aiortc_handle_rtp: HandleRtp) -> HandleRtp:
             return await aiortc_handle_rtp(self, packet, arrival_time_ms)
         if not self._enabled:
             return None
-        streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        # Only this handler adds a counting receiver's streams: each is a _CountedStream.
+        streams: dict[int, _CountedStream] = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]  # aiortc's private (mangled) name
         stream = streams.get(packet.ssrc)
         if stream is None:
-            codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]
+            codec = self._RTCRtpReceiver__codecs.get(packet.payload_type)  # type: ignore[attr-defined]  # aiortc's private (mangled) name
             if codec is None:
                 return None
-            stream = streams[packet.ssrc] = rtcrtpreceiver.StreamStatistics(codec.clockRate)
-            stream.connvo_rtx = codecs.is_rtx(codec)
-            stream.connvo_qoe = StreamQoE(self.track.kind, codec.clockRate)
+            qoe = StreamQoE(self.track.kind, codec.clockRate)
+            stream = streams[packet.ssrc] = _CountedStream(
+                codec.clockRate, codecs.is_rtx(codec), qoe
+            )
             if not stream.connvo_rtx:
                 known = getattr(self, "_connvo_streams", [])
-                self._connvo_streams = [*known, stream.connvo_qoe]  # type: ignore[attr-defined]
+                self._connvo_streams = [*known, stream.connvo_qoe]  # type: ignore[attr-defined]  # our mark on aiortc's receiver
         stream.add(packet)
         if stream.connvo_rtx:
             return None  # a retransmission: in the stream's statistics, not counted again

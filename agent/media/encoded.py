@@ -48,7 +48,12 @@ IMPAIRMENT = Impairment()
 class SharedFeed:
     """One encoder, any number of senders. Encodes only while someone subscribes."""
 
-    def __init__(self, kind: str, source: MediaStreamTrack, codec: av.CodecContext) -> None:
+    def __init__(
+        self,
+        kind: str,
+        source: MediaStreamTrack,
+        codec: av.AudioCodecContext | av.VideoCodecContext,
+    ) -> None:
         self.kind = kind
         self.source = source
         self._codec = codec
@@ -98,19 +103,23 @@ class SharedFeed:
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
+        codec = self._codec
         while True:
             frame = await self.source.recv()
             if self._epoch is None:
                 self._epoch = time.time()
-            if self.kind == "video" and self._keyframe_wanted:
-                now = time.monotonic()
-                if now - self._last_forced >= KEYFRAME_ON_JOIN:
-                    frame.pict_type = av.video.frame.PictureType.I
-                    self._keyframe_wanted, self._last_forced = False, now
-            if self.kind == "video":  # vp8 takes a few ms a frame: off the event loop
-                packets = await loop.run_in_executor(None, self._codec.encode, frame)
+            if isinstance(frame, av.VideoFrame) and isinstance(codec, av.VideoCodecContext):
+                if self._keyframe_wanted:
+                    now = time.monotonic()
+                    if now - self._last_forced >= KEYFRAME_ON_JOIN:
+                        frame.pict_type = av.video.frame.PictureType.I
+                        self._keyframe_wanted, self._last_forced = False, now
+                # vp8 takes a few ms a frame: off the event loop
+                packets = await loop.run_in_executor(None, codec.encode, frame)
+            elif isinstance(frame, av.AudioFrame) and isinstance(codec, av.AudioCodecContext):
+                packets = codec.encode(frame)
             else:
-                packets = self._codec.encode(frame)
+                raise TypeError(f"a {codec.name} feed cannot encode {type(frame).__name__}")
             for packet in packets:
                 self._stamp(packet)
                 for view in list(self._views):
@@ -155,7 +164,7 @@ class _PacketView(MediaStreamTrack):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         while not self._packets:
             if self.readyState == "ended":
                 raise MediaStreamError
@@ -193,7 +202,7 @@ def lean_run_rtp(aiortc_run_rtp: RunRtp) -> RunRtp:
     """RTCRtpSender._run_rtp: `_run_rtp_packets` for a sender of shared packets, else aiortc's."""
 
     async def run_rtp(self: RTCRtpSender, codec: Any) -> None:
-        if isinstance(self._RTCRtpSender__track, _PacketView):  # type: ignore[attr-defined]
+        if isinstance(self._RTCRtpSender__track, _PacketView):  # type: ignore[attr-defined]  # aiortc's private (mangled) name
             return await _run_rtp_packets(self, codec, aiortc_run_rtp)
         return await aiortc_run_rtp(self, codec)
 
@@ -201,9 +210,9 @@ def lean_run_rtp(aiortc_run_rtp: RunRtp) -> RunRtp:
 
 
 async def _run_rtp_packets(self: RTCRtpSender, codec: Any, aiortc_run_rtp: RunRtp) -> None:
-    self._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
-    extensions_map = self._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
-    mid = self._RTCRtpSender__mid  # type: ignore[attr-defined]
+    self._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+    extensions_map = self._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+    mid = self._RTCRtpSender__mid  # type: ignore[attr-defined]  # aiortc's private (mangled) name
     payload_type = codec.payloadType
     sequence_number = secrets.randbelow(1 << 15)  # the lower half, as aiortc: SRTP needs no wrap
     timestamp_origin = secrets.randbits(32)
@@ -211,7 +220,7 @@ async def _run_rtp_packets(self: RTCRtpSender, codec: Any, aiortc_run_rtp: RunRt
     encoder = None
     try:
         while True:
-            track = self._RTCRtpSender__track  # type: ignore[attr-defined]
+            track = self._RTCRtpSender__track  # type: ignore[attr-defined]  # aiortc's private (mangled) name
             if not track:
                 await asyncio.sleep(0.02)
                 continue
@@ -221,7 +230,7 @@ async def _run_rtp_packets(self: RTCRtpSender, codec: Any, aiortc_run_rtp: RunRt
             if not self._enabled:
                 continue
             if encoder is None:
-                encoder = self._RTCRtpSender__encoder = codecs.get_encoder(codec)  # type: ignore[attr-defined]
+                encoder = self._RTCRtpSender__encoder = codecs.get_encoder(codec)  # type: ignore[attr-defined]  # aiortc's private (mangled) name
             payloads, timestamp = encoder.pack(packet)
             if not payloads:
                 continue
@@ -246,20 +255,20 @@ async def _run_rtp_packets(self: RTCRtpSender, codec: Any, aiortc_run_rtp: RunRt
                     await transport._send_rtp(bytes(header) + payload)
                 sequence_number = (sequence_number + 1) & 0xFFFF
                 octets += len(payload)
-            self._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()  # type: ignore[attr-defined]
-            self._RTCRtpSender__rtp_timestamp = head.timestamp  # type: ignore[attr-defined]
-            self._RTCRtpSender__octet_count += octets  # type: ignore[attr-defined]
-            self._RTCRtpSender__packet_count += len(payloads)  # type: ignore[attr-defined]
+            self._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+            self._RTCRtpSender__rtp_timestamp = head.timestamp  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+            self._RTCRtpSender__octet_count += octets  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+            self._RTCRtpSender__packet_count += len(payloads)  # type: ignore[attr-defined]  # aiortc's private (mangled) name
     except (asyncio.CancelledError, ConnectionError, MediaStreamError):
         pass
     except Exception:
         log.warning("sending shared packets failed", exc_info=True)
-    track = self._RTCRtpSender__track  # type: ignore[attr-defined]
+    track = self._RTCRtpSender__track  # type: ignore[attr-defined]  # aiortc's private (mangled) name
     if track:
         track.stop()
-        self._RTCRtpSender__track = None  # type: ignore[attr-defined]
-    self._RTCRtpSender__encoder = None  # type: ignore[attr-defined]
-    self._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
+        self._RTCRtpSender__track = None  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+    self._RTCRtpSender__encoder = None  # type: ignore[attr-defined]  # aiortc's private (mangled) name
+    self._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]  # aiortc's private (mangled) name
     return None
 
 
@@ -283,7 +292,7 @@ class SharedOutgoing(Outgoing):
     _views: list[MediaStreamTrack] = field(default_factory=list, repr=False)
 
     @classmethod
-    def synthetic(  # type: ignore[override]
+    def synthetic(  # type: ignore[override]  # size and fps where Outgoing has screen: called on this class only
         cls,
         audio: bool = True,
         video: bool = True,

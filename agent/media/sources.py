@@ -175,7 +175,7 @@ class Fanout:
             while True:
                 frame = await self.source.recv()
                 if self._views:
-                    shared = _Copier(frame)
+                    shared = _copier(frame)
                     for view in self._views:
                         view.put(shared.copy())
         except MediaStreamError:
@@ -187,22 +187,38 @@ class Fanout:
             self._task.cancel()
 
 
-class _Copier:
+def _copier(frame: av.frame.Frame | av.Packet) -> _VideoCopier | _AudioCopier:
     """Takes the pixels or samples out of a frame once, makes fresh frames from them."""
+    if isinstance(frame, av.VideoFrame):
+        return _VideoCopier(frame)
+    if isinstance(frame, av.AudioFrame):
+        return _AudioCopier(frame)
+    raise TypeError(f"cannot copy a {type(frame).__name__}: a source track gives decoded frames")
 
-    def __init__(self, frame: av.AudioFrame | av.VideoFrame) -> None:
-        if isinstance(frame, av.VideoFrame) and frame.format.name != "yuv420p":
+
+class _VideoCopier:
+    def __init__(self, frame: av.VideoFrame) -> None:
+        if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
         self.frame = frame
         self.array = frame.to_ndarray()
 
-    def copy(self) -> av.AudioFrame | av.VideoFrame:
+    def copy(self) -> av.VideoFrame:
         f = self.frame
-        if isinstance(f, av.VideoFrame):
-            out = av.VideoFrame.from_ndarray(self.array, format="yuv420p")
-        else:
-            out = av.AudioFrame.from_ndarray(self.array, format=f.format.name, layout=f.layout.name)
-            out.sample_rate = f.sample_rate
+        out = av.VideoFrame.from_ndarray(self.array, format="yuv420p")
+        out.pts, out.time_base = f.pts, f.time_base
+        return out
+
+
+class _AudioCopier:
+    def __init__(self, frame: av.AudioFrame) -> None:
+        self.frame = frame
+        self.array = frame.to_ndarray()
+
+    def copy(self) -> av.AudioFrame:
+        f = self.frame
+        out = av.AudioFrame.from_ndarray(self.array, format=f.format.name, layout=f.layout.name)
+        out.sample_rate = f.sample_rate
         out.pts, out.time_base = f.pts, f.time_base
         return out
 

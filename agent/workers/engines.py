@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -32,6 +33,29 @@ class Engine(Protocol):
         ...
 
 
+class _Hypothesis(Protocol):
+    hypstr: str
+
+
+class _Segment(Protocol):
+    word: str
+    start_frame: int
+    end_frame: int
+    prob: float
+
+
+class _Decoder(Protocol):
+    """What we use of pocketsphinx's Decoder (the package ships no types)."""
+
+    def start_utt(self) -> None: ...
+    def process_raw(
+        self, data: bytes, no_search: bool = False, full_utt: bool = False
+    ) -> object: ...
+    def end_utt(self) -> None: ...
+    def hyp(self) -> _Hypothesis | None: ...
+    def seg(self) -> Iterable[_Segment]: ...
+
+
 class PocketSphinx:
     """CMU PocketSphinx with the US English model its wheel carries: offline, no download.
 
@@ -45,32 +69,32 @@ class PocketSphinx:
 
     def __init__(self, **config: object) -> None:
         self._config = {"loglevel": "FATAL", "bestpath": True, **config}
-        self._decoder: object | None = None
+        self._decoder: _Decoder | None = None
 
     def __getstate__(self) -> dict[str, object]:
         return {"_config": self._config, "_decoder": None}
 
-    def load(self) -> None:
+    def load(self) -> _Decoder:
         if self._decoder is None:
             from pocketsphinx import Decoder
 
             self._decoder = Decoder(**self._config)
+        return self._decoder
 
     def transcribe(self, pcm: bytes) -> Transcript:
-        self.load()
-        decoder = self._decoder
-        decoder.start_utt()  # type: ignore[attr-defined]
-        decoder.process_raw(pcm, full_utt=True)  # type: ignore[attr-defined]
-        decoder.end_utt()  # type: ignore[attr-defined]
-        hyp = decoder.hyp()  # type: ignore[attr-defined]
+        decoder = self.load()
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
         if hyp is None or not hyp.hypstr.strip():
             return Transcript("", 0.0)
-        return Transcript(hyp.hypstr.strip(), _confidence(decoder.seg()))  # type: ignore[attr-defined]
+        return Transcript(hyp.hypstr.strip(), _confidence(decoder.seg()))
 
 
-def _confidence(segments: object) -> float:
+def _confidence(segments: Iterable[_Segment]) -> float:
     total = weight = 0.0
-    for seg in segments:  # type: ignore[attr-defined]
+    for seg in segments:
         if seg.word.startswith(("<", "[", "+")):
             continue
         frames = max(1, seg.end_frame - seg.start_frame + 1)

@@ -131,7 +131,7 @@ class Recorder:
                     join.file = self._open(key, join)
                 join.file.put(track.kind, frame, time.monotonic())
         finally:
-            join.readers.discard(asyncio.current_task())  # type: ignore[arg-type]
+            join.readers.discard(asyncio.current_task())
             if not join.readers and self._joins.get(key) is join and not self._ending:
                 join.closing = self._close_soon(key, GRACE)
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import av
+
 from agent.errors import Replaced
 from agent.events import Event, TrackReceived
 from agent.media.sources import Outgoing
@@ -153,6 +155,8 @@ class Listener:
     async def _read(self) -> None:
         async for frame in self._track.frames(maxsize=0):
             self.frames += 1
+            if not isinstance(frame, av.AudioFrame):  # Transcriber.listen hands audio tracks only
+                raise TypeError(f"a listener got a {type(frame).__name__}")
             for utterance in self._segmenter.feed(frame):
                 self.backlog.put(utterance)
         self._end()

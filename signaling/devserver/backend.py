@@ -141,8 +141,10 @@ def _validate_args(endpoint: Endpoint, raw: Any) -> BaseModel:
         raise _argument_error(e) from None
     for name, table in ID_FIELDS.items():
         value = getattr(args, name, None)
+        if value is None:
+            continue
         values = value if isinstance(value, list) else [value]
-        if value is not None and not all(is_id(table, v) for v in values):
+        if not all(is_id(table, v) for v in values):
             raise err.validation(
                 f'ArgumentValidationError: Value does not match validator v.id("{table}")'
                 f" at .{name}",

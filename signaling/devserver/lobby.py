@@ -30,7 +30,7 @@ class MyMeetingsResult(m.Result):
 def my_meetings(ctx: Ctx, args: EmptyArgs) -> list[Doc]:
     """The meetings the caller takes part in that have not ended, newest first."""
     user = require_identity(ctx)
-    answer = []
+    answer: list[Doc] = []
     for part in ctx.tx.find("meetingParticipants", userId=user["_id"], newest_first=True):
         meeting = ctx.tx.get("meetings", part["meetingId"])
         if meeting is None or meeting["state"] in ("concluded", "cancelled"):

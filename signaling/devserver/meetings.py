@@ -192,6 +192,7 @@ def connection_info(ctx: Ctx, args: m.MeetingArgs) -> Doc:
     state = _meeting_state(ctx, args.meetingId) or {}
     chosen = overrides(ctx.tx, args.meetingId)
     provider = chosen.get("provider") or ("webrtc" if meeting.get("webrtcEnabled") else "getstream")
+    info: Doc
     if provider == "webrtc":
         info = {
             "roomId": f"webrtc_{args.meetingId}",

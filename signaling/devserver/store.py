@@ -163,7 +163,7 @@ class Tx:
         self.reads.append(Read(table, frozen))
 
     def insert(self, table: str, fields: Doc) -> str:
-        doc = {"_id": self._new_id(table), "_creationTime": time.time() * 1000}
+        doc: Doc = {"_id": self._new_id(table), "_creationTime": time.time() * 1000}
         doc.update((k, v) for k, v in fields.items() if v is not None)
         cols = _columns(table)
         names = "".join(f', "{c}"' for c in cols)
