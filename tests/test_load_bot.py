@@ -70,6 +70,9 @@ async def test_the_video_of_a_peer_dropped_as_unreachable_is_frozen_to_the_end(b
     assert video["freeze_count"] >= 1
     assert 5 < video["freeze_time_s"] <= 8  # from its death (a second into the stay) to the end
     assert video["freeze_ratio"] > 0.5
+    assert not record.ok  # a peer that died and never came back: not a success
+    assert (record.failure_phase, record.failure_code) == ("in_meeting", "PEER_LOST")
+    assert meeting[1].user_id in (record.failure_message or "")
 
 
 async def test_a_peer_that_comes_back_was_frozen_only_while_it_was_gone(backend):
@@ -92,3 +95,4 @@ async def test_a_peer_that_comes_back_was_frozen_only_while_it_was_gone(backend)
     assert before["freeze_count"] == 1
     assert 2 <= before["freeze_time_s"] < 8  # from its death to its return, not to the end
     assert sum(v["watched_s"] for v in videos.values()) <= 12.5  # no time counted twice
+    assert record.ok, record.failure_message  # it came back: the meeting held

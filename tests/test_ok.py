@@ -14,6 +14,7 @@ from test_cli import connvo_agent
 from test_room import room, until
 
 from agent.media.sources import Outgoing
+from agent.presence import Ledger, problems
 
 
 def _join(backend: Backend, member, meeting_id: str, *extra: str) -> tuple[str, ...]:
@@ -122,3 +123,28 @@ async def test_a_peer_that_leaves_is_no_problem(backend: Backend):
     assert code == 0 and summary["ok"] is True, err
     (peer,) = summary["participants"]
     assert peer["connected"] is True and peer["state"] == "left"
+
+
+def test_the_ledger_tells_who_was_there_and_what_became_of_them():
+    ledger = Ledger()
+    ledger.transition("stale", "no answer")  # a crashed client's session: never there
+    ledger.transition("fine", "connecting")
+    ledger.transition("fine", "connected")
+    ledger.transition("gone", "connecting")
+    ledger.transition("gone", "connected")
+    ledger.dropped("gone", "left")
+    ledger.transition("lost", "connecting")
+    ledger.transition("lost", "connected")
+    ledger.transition("lost", "failed")
+    ledger.dropped("lost", "left")
+    ledger.transition("never", "connecting")
+    ledger.transition("never", "failed")
+    by_user = {o.user_id: o for o in ledger.outcomes()}
+    assert not by_user["stale"].there and by_user["stale"].problem is None
+    assert by_user["fine"].problem is None and by_user["gone"].state == "left"
+    assert by_user["gone"].problem is None and by_user["gone"].connected_s >= 0
+    assert by_user["lost"].state == "failed, then left"
+    assert problems(ledger.outcomes()) == [
+        "lost the connection to lost (failed, then left) and it had not come back",
+        "never connected to never (its connection ended failed)",
+    ]
