@@ -128,10 +128,13 @@ async def _meeting(
         # A loaded machine may still have messages in flight; give them a moment, not forever.
         await _until(lambda: all(len(b.chat_from) >= n - 1 for b in bots), timeout=10)
         reports = [bot.report(chat_sent=1) for bot in bots]
+        lost = [line for bot in bots for line in bot.room.stats().problems]
     finally:
         await asyncio.gather(*(bot.room.leave() for bot in bots), return_exceptions=True)
         await asyncio.gather(*watchers, return_exceptions=True)
-    ok = all(
+    for line in lost:
+        say(f"problem: {line}", flush=True)
+    ok = not lost and all(
         r.peers_connected == n - 1
         and r.chat_received == n - 1
         and r.audio_frames_received > 0
