@@ -11,7 +11,6 @@ reading the namespace's counters.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 
@@ -19,11 +18,9 @@ import pytest
 from conftest import Backend, Meeting, Member
 from firefox import Firefox
 from netns import Namespace
+from test_browser import bot, next_chat, page_peer, until  # the same bots and waits
 
-from agent.events import ChatMessage
-from agent.ice import IceOptions
-from agent.media.sources import Outgoing
-from agent.room import JoinRequest, Room
+from agent.room import Room
 from signaling.devserver import DevServer
 from signaling.devserver.store import Store
 
@@ -72,24 +69,6 @@ async def join_page(firefox: Firefox, web: Backend, meeting: Meeting) -> None:
     await firefox.until("return !document.getElementById('room').hidden")
 
 
-def bot(meeting: Meeting, index: int) -> Room:
-    member = meeting[index]
-    return Room(
-        member.api.url,
-        member.token,
-        meeting.id,
-        request=JoinRequest(outgoing=Outgoing.synthetic(audio=True, video=True)),
-        ice=IceOptions.loopback(),
-        api=member.api,
-    )
-
-
-async def until(condition, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.1)
-
-
 async def received(firefox: Firefox) -> dict[str, int]:
     """What the page decoded so far: video frames and audio samples."""
     return await firefox.js(
@@ -118,18 +97,6 @@ def stored(web: Backend, table: str, meeting: Meeting, **where: str) -> list[dic
     finally:
         store.close()
     return [r for r in rows if all(r[k] == v for k, v in where.items())]
-
-
-def page_peer(room: Room, meeting: Meeting):
-    return room.peers.get(meeting.host.user_id)
-
-
-async def next_chat(inbox) -> ChatMessage:
-    async with asyncio.timeout(15):
-        async for event in inbox:
-            if isinstance(event, ChatMessage):
-                return event
-    raise AssertionError("no chat")
 
 
 async def send_from_page(firefox: Firefox, text: str) -> None:
