@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets a fresh machine up: system tools (coturn, espeak-ng, chromium for the meeting page's
-# browser tests) and the project's virtualenv.
+# Sets a fresh machine up: system tools (coturn, espeak-ng, chromium and firefox-esr for the
+# meeting page's browser tests, iproute2 for the network namespace Firefox runs in) and the
+# project's virtualenv.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,8 @@ need=()
 command -v turnserver >/dev/null || need+=(coturn)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v chromium >/dev/null || need+=(chromium)
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
+command -v ip >/dev/null || need+=(iproute2)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]} from Debian's packages" >&2
     sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"

@@ -136,7 +136,8 @@ export class Peer {
     this.lastSample = null;
     this.flowing = true;
     pc.onicecandidate = ({ candidate: c }) => {
-      if (pc !== this.pc) return;
+      // Firefox also ends each transport with an empty candidate: one end, the null, is sent
+      if (pc !== this.pc || c?.candidate === "") return;
       const candidate = c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : { candidate: "", sdpMid: "0", sdpMLineIndex: 0 };
       this.#signal(FN.exchangeICECandidate, { candidate });
     };
@@ -190,7 +191,8 @@ export class Peer {
     const report = await pc.getStats();
     const sample = { at: performance.now(), bytes: 0, received: 0, lost: 0, jitter: 0, rtt: 0, pairRtt: 0 };
     report.forEach((s) => {
-      if (s.type === "transport") sample.bytes += s.bytesReceived ?? 0;
+      // Firefox counts bytes on the selected candidate pair only, not on the transport
+      if (s.type === "transport") sample.bytes += s.bytesReceived ?? report.get(s.selectedCandidatePairId)?.bytesReceived ?? 0;
       else if (s.type === "inbound-rtp") {
         sample.received += s.packetsReceived ?? 0;
         sample.lost += Math.max(0, s.packetsLost ?? 0);
