@@ -23,7 +23,7 @@ from agent.events import (
 )
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
-from agent.presence import MEDIA_STOPPED
+from agent.presence import MEDIA_STOPPED, Outcome
 from agent.room import JoinRequest, JoinTarget
 from agent.stats import RoomStats
 
@@ -107,32 +107,28 @@ async def run_bot(options: BotOptions) -> int:
 def _participants(
     stats: RoomStats, tracks: list[RemoteTrack], now: float
 ) -> list[dict[str, object]]:
-    """Per remote user that was there: connected or not, seconds connected, the longest gap in
-    its media (between two frames, or since the last one while still connected), and the state
-    at the end."""
-    shown = []
-    for outcome in stats.outcomes:
-        if not outcome.there:
-            continue
-        own = [t for t in tracks if t.user_id == outcome.user_id]
-        gaps = [t.longest_gap for t in own if t.frames_received]
-        last = max((t.last_frame_at for t in own if t.last_frame_at is not None), default=None)
-        if last is not None and outcome.state == "connected":
-            gaps.append(now - last)
-        shown.append(
-            {
-                "userId": outcome.user_id,
-                "connected": outcome.connected,
-                "connected_s": round(outcome.connected_s, 1),
-                "frames": sum(t.frames_received for t in own),
-                "longest_media_gap_s": round(max(gaps), 1) if gaps else None,
-                "media_stopped_s": round(now - last, 1)
-                if last is not None and outcome.state == "connected"
-                else None,
-                "state": outcome.state,
-            }
-        )
-    return shown
+    """Per remote user that was there: connected or not, seconds connected, its frames, the
+    longest gap in its media (between two frames, or since the last one while still connected),
+    and the state at the end."""
+    return [_participant(o, tracks, now) for o in stats.outcomes if o.there]
+
+
+def _participant(outcome: Outcome, tracks: list[RemoteTrack], now: float) -> dict[str, object]:
+    own = [t for t in tracks if t.user_id == outcome.user_id]
+    gaps = [t.longest_gap for t in own if t.frames_received]
+    last = max((t.last_frame_at for t in own if t.last_frame_at is not None), default=None)
+    stopped = now - last if last is not None and outcome.state == "connected" else None
+    if stopped is not None:
+        gaps.append(stopped)
+    return {
+        "userId": outcome.user_id,
+        "connected": outcome.connected,
+        "connected_s": round(outcome.connected_s, 1),
+        "frames": sum(t.frames_received for t in own),
+        "longest_media_gap_s": round(max(gaps), 1) if gaps else None,
+        "media_stopped_s": None if stopped is None else round(stopped, 1),
+        "state": outcome.state,
+    }
 
 
 def _problems(stats: RoomStats, participants: list[dict[str, object]]) -> list[str]:
