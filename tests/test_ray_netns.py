@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from netns import Namespace
 
+from signaling.devserver import DevServer
+
 pytestmark = [pytest.mark.ray, pytest.mark.netns, pytest.mark.timeout(180)]
 
 HEAD, NODE = "198.18.0.1", "198.18.0.2"
@@ -63,7 +65,7 @@ def started(process: subprocess.Popen[bytes], log: Path, timeout: float = 60) ->
     raise AssertionError(f"ray did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """The two hosts, a Ray head on the first and a worker node on the second (one CPU each),
     all their processes ended by PID and the namespaces removed, whatever happened."""
@@ -103,25 +105,29 @@ def cluster() -> Iterator[Cluster]:
             shutil.rmtree(logs, ignore_errors=True)
 
 
-def test_meetings_spread_over_two_ray_nodes_send_their_media_between_the_hosts(cluster: Cluster):
-    # The embedded backend, which must then listen on the head's address; ICE on each node's
-    # own address; bots of each meeting on nodes a, b, a, b: two of each bot's three peers are
-    # across the veth, the only way between the hosts.
-    before = cluster.head.counters()[cluster.veth]
-    report = cluster.logs / "report"
-    command = [
-        sys.executable, "-m", "agent", "load", "--ray", f"{HEAD}:6379", "--placement", "spread",
-        "--meetings", "2", "--participants", "4", "--media", "av", "--duration", "3", "--json",
-        "--allow-saturated",  # two cores for two nodes, their Ray daemons and other tests
-        "--report", str(report),
-    ]  # fmt: skip
-    done = subprocess.run(
+def load(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`connvo-agent load --ray` of the head, run on host a; its summary is the last line."""
+    command = [sys.executable, "-m", "agent", "load", "--ray", f"{HEAD}:6379", "--json", *args]
+    return subprocess.run(
         ["ip", "netns", "exec", cluster.head.name, *command],
         env=cluster.env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_meetings_spread_over_two_ray_nodes_send_their_media_between_the_hosts(cluster: Cluster):
+    # The embedded backend, which must then listen on the head's address; ICE on each node's
+    # own address; bots of each meeting on nodes a, b, a, b: two of each bot's three peers are
+    # across the veth, the only way between the hosts.
+    before = cluster.head.counters()[cluster.veth]
+    report = cluster.logs / "report"
+    done = load(
+        cluster, "--placement", "spread", "--meetings", "2", "--participants", "4",
+        "--media", "av", "--duration", "3", "--report", str(report),
+        "--allow-saturated",  # two cores for two nodes, their Ray daemons and other tests
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     after = cluster.head.counters()[cluster.veth]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -145,3 +151,23 @@ def test_meetings_spread_over_two_ray_nodes_send_their_media_between_the_hosts(c
     # Two thirds of what each node's bots received came over the veth, headers not counted.
     assert received > 2 / 3 * payload["connvo-node-a"] > 300_000
     assert sent > 2 / 3 * payload["connvo-node-b"] > 300_000
+
+
+def test_a_node_that_cannot_reach_the_backend_shows_as_that_nodes_failures(cluster: Cluster):
+    # A backend on host a's loopback, which host b's bots cannot reach: a meeting per node.
+    with cluster.head.entered(), DevServer(cluster.logs / "unreachable") as server:
+        host = server.token("host")
+        tokens = "".join(server.token(f"b{i}") + "\n" for i in range(4))
+        (cluster.logs / "tokens").write_text(tokens)
+        done = load(
+            cluster, "--url", server.url, "--host-token", host, "--tokens",
+            str(cluster.logs / "tokens"), "--meetings", "2", "--participants", "2",
+            "--duration", "0.5", "--allow-saturated",
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-4000:]
+    nodes = json.loads(done.stdout.strip().splitlines()[-1])["placement"]["nodes"]
+    assert nodes["connvo-node-a"] == {"bots": 2, "ok": 2, "failures": {}}
+    assert nodes["connvo-node-b"] == {
+        "bots": 2, "ok": 0, "failures": {"room_initialized:TransportError": 2}
+    }  # fmt: skip
+    assert "connvo-node-b: 2 bots, ok 0, failed: room_initialized:TransportError 2" in done.stderr

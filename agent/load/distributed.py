@@ -72,15 +72,18 @@ class RayCluster:
     def __enter__(self) -> RayCluster:
         ray = _import_ray(local=self.address == "local")
         if not ray.is_initialized():
-            self._started_here = True
             local = self.address == "local"
-            ray.init(
-                address=None if local else self.address,
-                num_cpus=self.workers if local and self.workers else None,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-            )
+            try:
+                ray.init(
+                    address=None if local else self.address,
+                    num_cpus=self.workers if local and self.workers else None,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                )
+            except ConnectionError as e:
+                raise ClusterUnusable(f"{e}{_auth_hint()}") from None
+            self._started_here = True
         self.nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
         return self
 
@@ -144,6 +147,17 @@ class RayCluster:
             progress(dict(zip(names, state, strict=True)))
             if not waiting:
                 return ray.get(pending)
+
+
+def _auth_hint() -> str:
+    """Ray 2.60 turns token authentication on by itself for a local instance, not for a
+    cluster given by address: a cluster that has it refuses this driver without a word why."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    return (
+        " (if its nodes use token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN,"
+        " as for their `ray start`)"
+    )
 
 
 def _import_ray(local: bool) -> Any:
