@@ -192,7 +192,7 @@ BAD_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "video size": (("load", "--video-size", "640*480"), ("--video-size", "640*480")),
     "min success": (("load", "--min-success", "101"), ("--min-success", "101")),
     "workers": (("load", "--workers", "many"), ("--workers", "many")),
-    "ice address": (("load", "--ice-address", "127.0.0.1,here"), ("--ice-address", "here")),
+    "load ice address": (("load", "--ice-address", "127.0.0.1,here"), ("--ice-address", "here")),
     "relay share without url": (("load", "--relay-share", "10"), ("--relay-share", "--url")),
     "placement": (("load", "--placement", "scatter"), ("--placement", "scatter")),
     "lonely demo": (("demo", "--participants", "1"), ("--participants", "'1'")),

@@ -3,10 +3,12 @@ and one load spread over two processes."""
 
 from __future__ import annotations
 
+from turnserver import relayed_backend
+
 from agent.load.config import LoadConfig, plan_meetings, relay_share
 from agent.load.placement import ice_addresses, interleave, lines, nodes, place, spans_hosts
 from agent.load.records import BotRecord
-from agent.load.runner import run_load
+from agent.load.runner import Target, run_load
 
 
 def plans(meetings: int, participants: int):
@@ -76,3 +78,15 @@ def test_a_spread_load_over_two_processes_succeeds():
     workers = {r.worker for r in result.records}
     assert len(workers) == 2
     assert result.summary["placement"]["meetings"] == 1
+
+
+def test_a_relay_share_goes_through_the_deployments_turn_server(tmp_path):
+    # Bot 1 of 2 may use relays only: the meeting still connects, so through coturn (without
+    # one, the same bot fails in ice_connected: test_load).
+    with relayed_backend(tmp_path) as (_turn, server):
+        tokens = tuple(server.token(f"relay-bot{i}") for i in range(2))
+        target = Target(server.url, server.token("relay-host"), tokens)
+        config = LoadConfig(participants=2, duration=0.5, relay_only_bots=relay_share(2, 50))
+        result = run_load(config, target=target, workers=0, quiet=True)
+        assert config.relay_only_bots == {1}
+        assert all(r.ok for r in result.records), [r.failure_code for r in result.records]
