@@ -117,6 +117,10 @@ class Namespace:
                 start_new_session=True,
             )
 
+    def routes(self) -> list[str]:
+        """Its IPv4 and IPv6 routes, one line each (`ip route` as the namespace sees it)."""
+        return [r for f in ("-4", "-6") for r in _ip("-n", self.name, f, "route").splitlines()]
+
     def pids(self) -> list[int]:
         return [int(p) for p in _ip("netns", "pids", self.name).split()]
 

@@ -83,6 +83,12 @@ def cluster() -> Iterator[Cluster]:
         Namespace.made(f"connvo-ray-b{tag}") as node,
         head.joined(node, HEAD, NODE) as veth,
     ):
+        for ns in (head, node):  # the veth's subnet (and IPv6 link-local), nothing beyond it
+            routes = ns.routes()
+            assert not [r for r in routes if r.startswith("default")], routes
+            assert [r for r in routes if "." in r.split()[0]] == [
+                r for r in routes if "198.18.0.0/24" in r
+            ]
         try:
             common = ["--num-cpus", "1", "--disable-usage-stats", "--block"]
             head_log = logs / "head.log"
@@ -102,6 +108,9 @@ def cluster() -> Iterator[Cluster]:
         finally:
             node.end_all()
             head.end_all()
+            print(
+                f"sends refused for want of a route: a {head.unroutable()}, b {node.unroutable()}"
+            )
             shutil.rmtree(logs, ignore_errors=True)
 
 
