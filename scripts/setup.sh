@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets a fresh machine up: system tools (coturn, espeak-ng, chromium and firefox-esr for the
-# meeting page's browser tests, iproute2 for the network namespace Firefox runs in) and the
-# project's virtualenv.
+# meeting page's browser tests, iproute2 and util-linux for the network namespaces of the Firefox
+# and Ray tests) and the project's virtualenv.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v chromium >/dev/null || need+=(chromium)
 command -v firefox-esr >/dev/null || need+=(firefox-esr)
 command -v ip >/dev/null || need+=(iproute2)
+command -v unshare >/dev/null || need+=(util-linux)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]} from Debian's packages" >&2
     sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"

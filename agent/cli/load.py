@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent.cli import values
@@ -66,7 +67,28 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=values.count(0), metavar="K", help="processes (default: one per core)"
     )
-    p.add_argument("--ray", metavar="ADDRESS", help="Ray cluster: auto, ray://HOST:PORT, local")
+    p.add_argument(
+        "--ray", metavar="ADDRESS", help="Ray cluster: auto, HOST:6379, ray://HOST:10001, local"
+    )
+    p.add_argument(
+        "--placement",
+        choices=["pack", "spread"],
+        help="pack (default): whole meetings per worker; spread: a meeting's bots over the"
+        " workers of different nodes (of processes on one node)",
+    )
+    p.add_argument(
+        "--ice-address",
+        type=values.ice_choice,
+        metavar="loopback|auto|ADDR[,ADDR]",
+        help="where bots gather ICE candidates; auto: each node's own non-loopback addresses"
+        " (default: loopback, auto when --url is another host or Ray has several nodes)",
+    )
+    p.add_argument(
+        "--relay-share",
+        type=values.percent,
+        metavar="PCT",
+        help="with --url: this share of bots connects only through the deployment's TURN server",
+    )
     p.add_argument(
         "--url", type=values.url, help="a real deployment (default: an embedded dev backend)"
     )
@@ -99,8 +121,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.load.config import LoadConfig
-    from agent.load.distributed import RayMissing
+    from agent.load.config import LoadConfig, relay_share
+    from agent.load.distributed import ClusterUnusable, RayMissing
     from agent.load.live import MetricsUnavailable
     from agent.load.metrics import exit_code
     from agent.load.runner import run_load
@@ -110,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     target = _deployment(args, config)
     if args.metrics_host and args.metrics_port is None:
         raise UsageError("--metrics-host goes with --metrics-port")
+    if args.relay_share:
+        if target is None:
+            raise UsageError("--relay-share goes with --url: the embedded backend has no TURN")
+        config = replace(config, relay_only_bots=relay_share(config.bots, args.relay_share))
     try:
         result = run_load(
             config,
@@ -118,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
             ray=args.ray,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host or "127.0.0.1",
+            ice=args.ice_address or "default",
         )
-    except RayMissing as e:
+    except (RayMissing, ClusterUnusable) as e:
         raise UsageError(str(e)) from None
     except MetricsUnavailable as e:
         raise UsageError(f"--metrics-port {args.metrics_port}: {e}") from None

@@ -198,6 +198,20 @@ def ice_address(value: str) -> str:
     return value
 
 
+def ice_choice(value: str) -> str | tuple[str, ...]:
+    """`loopback`, `auto`, or IP addresses separated by commas: for a load, whose bots may run
+    on other machines, so the addresses are not checked against this one."""
+    if value in ("loopback", "auto"):
+        return value
+    addresses = tuple(a.strip() for a in value.split(","))
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise Bad(f"{shown(address)} is not loopback, auto or an IP address") from None
+    return addresses
+
+
 def ice_server(*schemes: str) -> Callable[[str], str]:
     def url(value: str) -> str:
         scheme, colon, rest = value.partition(":")

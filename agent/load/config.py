@@ -45,7 +45,11 @@ class LoadConfig:
     impair: Impairment = field(default_factory=Impairment)
     """Loss, delay and jitter on every packet the bots send (`--impair`)."""
     relay_only_bots: frozenset[int] = field(default_factory=frozenset)
-    """Bots (global indices) given a relay-only ICE policy with no TURN: an injected ICE failure."""
+    """Bots (global indices) given a relay-only ICE policy: through the deployment's TURN server
+    (`--relay-share`), or an injected ICE failure where the room has none."""
+    placement: Literal["pack", "spread"] = "pack"
+    """pack: whole meetings per worker; spread: a meeting's bots over workers of different nodes
+    (agent.load.placement)."""
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -78,6 +82,18 @@ class MeetingPlan:
     bots: tuple[BotSpec, ...]
     ca_file: str | None = None
     """The CA bundle for an https URL (None: $SSL_CERT_FILE, else certifi's)."""
+    size: int | None = None
+    """Bots in the whole meeting, when this plan holds only some of them (placement spread)."""
+
+    @property
+    def participants(self) -> int:
+        return self.size or len(self.bots)
+
+
+def relay_share(bots: int, percent: float) -> frozenset[int]:
+    """`percent` of the bots, evenly spaced (25 of 8: bots 3 and 7), for relay-only ICE."""
+    share = percent / 100
+    return frozenset(i for i in range(bots) if int((i + 1) * share) > int(i * share))
 
 
 def plan_meetings(

@@ -40,7 +40,8 @@ AUDIO_FPS = 50  # 20 ms Opus frames
 
 
 class MeetingState:
-    """What the bots of one meeting know of each other (they always share a worker)."""
+    """What the bots of one meeting in this worker know of each other (all of them, unless the
+    meeting is spread over workers: then a peer elsewhere that failed early is waited for)."""
 
     def __init__(self, plan: MeetingPlan) -> None:
         self.plan = plan
@@ -53,7 +54,7 @@ class MeetingState:
             for i, r in self.records.items()
             if i != me and r.failure_phase is not None and "session_created" not in r.phases
         )
-        return len(self.plan.bots) - 1 - gone
+        return self.plan.participants - 1 - gone
 
 
 class LoadBot:

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.load import placement
 from agent.load.health import saturated_workers
 from agent.load.records import PHASES, BotRecord
 
@@ -54,6 +55,7 @@ def table(summary: dict, color: bool = False) -> str:
             f"load generator: {load['workers']} workers, cpu mean {load['cpu_percent_mean']:.0f}%"
             f" max {load['cpu_percent_max']:.0f}%, rss max {load['rss_mb_max']:.0f} MB"
         )
+    lines += placement.lines(summary)
     for failure, count in sorted(summary["failures"].items()):
         lines.append(f"failed: {count} x {failure}")
     return "\n".join(lines + _health(summary, color) + _thresholds(summary, color))

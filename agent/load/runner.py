@@ -5,7 +5,8 @@ the meetings set up through the API, the bots spread over workers, their records
     print(result.summary["success_rate"])
 
 Workers: `workers=0` runs every bot in this process (tests, small runs); `workers=N` starts N
-processes; `ray=ADDRESS` uses Ray actors (see `distributed`). Against a real deployment
+processes; `ray=ADDRESS` uses Ray actors (see `distributed`); `config.placement` says whether a
+meeting's bots share a worker (see `placement`). Against a real deployment
 (`target=Target(url, host_token, tokens)`) the host creates, starts and finally ends the meetings;
 each bot needs its own user's token, as the backend addresses signals to users.
 """
@@ -19,19 +20,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.load.config import LoadConfig, MeetingPlan, plan_meetings, split
+from agent.load.config import LoadConfig, MeetingPlan, plan_meetings
 from agent.load.live import LiveMetrics
 from agent.load.metrics import summarize
+from agent.load.placement import IceChoice, ice_addresses, nodes, place, spans_hosts
 from agent.load.progress import ProgressDisplay
 from agent.load.records import BotRecord, Usage
 from agent.load.worker import Worker, WorkerResult
 from signaling.api import ConnvoAPI
 from signaling.devserver.process import DevServer
 from signaling.errors import ConnvoError
+
+if TYPE_CHECKING:
+    from agent.load.distributed import RayCluster
 
 SETUP_CONCURRENCY = 16
 
@@ -64,12 +69,16 @@ def run_load(
     quiet: bool = False,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    ice: IceChoice = "default",
 ) -> LoadResult:
     """Runs the whole load and answers every bot's record; blocking (it owns the event loops).
 
     `metrics_port`: serve live Prometheus metrics (agent.load.live) on metrics_host:port from
     before the backend starts to the end of the run (0: any free port; the URL goes to stderr
-    unless `quiet`). MetricsUnavailable when it cannot listen there."""
+    unless `quiet`). MetricsUnavailable when it cannot listen there. `ice`: the addresses bots
+    gather on (agent.load.placement.ice_addresses; `default` keeps config.ice_addresses unless
+    the run spans hosts). With Ray, the cluster is joined first: ClusterUnusable before anything
+    starts when it cannot run the load as asked."""
     if ray is not None:
         from agent.load.distributed import require_ray
 
@@ -81,25 +90,58 @@ def run_load(
         if not quiet:
             print(f"metrics: {live.url}", file=sys.stderr, flush=True)
     try:
-        if target is not None:
-            return _run(config, target, workers, ray, quiet, dev=False, live=live)
-        with (
-            tempfile.TemporaryDirectory(prefix="connvo-load-") as data,
-            DevServer(Path(data)) as server,
-        ):
-            tokens = tuple(server.token(f"load-bot{i}") for i in range(config.bots))
-            embedded = Target(server.url, server.token("load-host"), tokens)
-            return _run(config, embedded, workers, ray, quiet, dev=True, live=live)
+        with _cluster(ray, workers) as cluster:
+            return _on(cluster, config, target, workers, quiet, live, ice)
     finally:
         if live is not None:
             live.close()
+
+
+def _on(
+    cluster: RayCluster | None,
+    config: LoadConfig,
+    target: Target | None,
+    workers: int | None,
+    quiet: bool,
+    live: LiveMetrics | None,
+    ice: IceChoice,
+) -> LoadResult:
+    """The load on a backend that every worker reaches, with ICE addresses that suit it."""
+    spread = cluster.spread if cluster else None
+    if target is not None and spans_hosts(target.url):
+        spread = "--url is another host"
+    addresses, note = ice_addresses(ice, config.ice_addresses, spread)
+    config = replace(config, ice_addresses=addresses)
+    host = cluster.backend_host() if cluster and target is None else "127.0.0.1"
+    if note and not quiet:
+        print(note, file=sys.stderr, flush=True)
+    if target is not None:
+        return _run(config, target, workers, cluster, quiet, dev=False, live=live)
+    with (
+        tempfile.TemporaryDirectory(prefix="connvo-load-") as data,
+        DevServer(Path(data), host=host) as server,
+    ):
+        if host != "127.0.0.1" and not quiet:
+            print(f"embedded backend on {server.url}: every Ray node reaches it", file=sys.stderr)
+        tokens = tuple(server.token(f"load-bot{i}") for i in range(config.bots))
+        embedded = Target(server.url, server.token("load-host"), tokens)
+        return _run(config, embedded, workers, cluster, quiet, dev=True, live=live)
+
+
+def _cluster(ray: str | None, workers: int | None) -> contextlib.AbstractContextManager[Any]:
+    """The Ray cluster of `ray`, joined for the run; a null context without Ray."""
+    if ray is None:
+        return contextlib.nullcontext()
+    from agent.load.distributed import RayCluster
+
+    return RayCluster(ray, workers)
 
 
 def _run(
     config: LoadConfig,
     target: Target,
     workers: int | None,
-    ray: str | None,
+    ray: RayCluster | None,
     quiet: bool,
     dev: bool,
     live: LiveMetrics | None = None,
@@ -122,6 +164,7 @@ def _run(
     usage = [u for res in results for u in res.usage]
     loop_lag = {res.worker: res.loop_lag for res in results}
     summary = summarize(records, usage, config.as_json(), loop_lag)
+    summary["placement"] = nodes(records)
     return LoadResult(records, usage, summary, started)
 
 
@@ -129,19 +172,17 @@ def _execute(
     config: LoadConfig,
     plans: list[MeetingPlan],
     workers: int | None,
-    ray: str | None,
+    ray: RayCluster | None,
     progress: Callable[[dict[str, dict[str, float]]], None],
 ) -> list[WorkerResult]:
     count = workers if workers is not None else (os.cpu_count() or 1)
     if ray is not None:
-        from agent.load.distributed import run_ray
-
-        return run_ray(ray, config, plans, workers, progress)
+        return ray.run(config, plans, progress)
     if count == 0:
         return [asyncio.run(_in_process(config, plans, progress))]
     from agent.load.processes import run_processes
 
-    return run_processes(config, split(plans, count), progress)
+    return run_processes(config, place(plans, count, config.placement), progress)
 
 
 async def _in_process(
