@@ -135,7 +135,7 @@ def cli(*options: str, env: dict[str, str] | None = None) -> subprocess.Complete
         ("/no/such/model", "no such directory"),
         ("huge", "neither a model directory nor a size"),
         ("tiny.en", "not in the cache"),  # HF_HUB_OFFLINE: a size would be fetched
-        ("EMPTY", "cannot load it"),  # a directory without a model
+        ("EMPTY", "cannot load it"),  # a directory without a model in it
     ],
 )
 def test_a_model_that_cannot_be_had_is_one_line_naming_model_before_joining(tmp_path, model, says):

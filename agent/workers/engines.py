@@ -4,8 +4,8 @@ process pool that runs them off the event loop.
 An engine takes one utterance (16-bit mono PCM at its own `sample_rate`) and answers its text
 and a confidence in [0, 1]. Recognition holds the GIL (PocketSphinx does), so it runs in worker
 processes: a thread would starve the event loop that carries the WebRTC media and the posts.
-Engines are pickled into those processes, so they load their models lazily, once per process
-(`load`, which the pool's warm-up calls before the worker joins).
+Engines are pickled into those processes, so they load their models there, once per process
+(`load`, called as each process starts; the worker waits for all of them before it joins).
 """
 
 from __future__ import annotations
@@ -148,9 +148,9 @@ class FasterWhisper:
 
     Decoding is faster-whisper's beam search at temperature 0 only, without its sampling
     fallback: the same audio always gives the same text, and an utterance never costs six
-    decodes. Words are timed (the
-    cross-attention alignment). Confidence is each word's probability (the mean of its tokens'
-    probabilities) averaged over the words, weighted by duration: PocketSphinx's measure.
+    decodes. Words are timed (cross-attention alignment). Confidence is each word's probability
+    (the mean of its tokens') averaged over the words, weighted by duration: PocketSphinx's
+    measure, from the model's own probabilities.
     """
 
     name = "faster-whisper"
@@ -179,7 +179,9 @@ class FasterWhisper:
                     cpu_threads=options.threads,
                 )
             except (RuntimeError, ValueError, OSError) as e:
-                raise EngineUnavailable(f"--model {self.model!r}: cannot load it: {e}") from None
+                raise EngineUnavailable(
+                    f"--model {self.model!r} on --device {options.device}: cannot load it: {e}"
+                ) from None
             if options.language not in (None, *model.supported_languages):
                 raise EngineUnavailable(
                     f"--language {options.language!r}: model {self.model!r} knows "
