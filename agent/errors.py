@@ -55,3 +55,8 @@ class Replaced(AgentError):
 
     def __init__(self) -> None:
         super().__init__("replaced by a newer session of this user")
+
+
+class EngineUnavailable(AgentError):
+    """A speech engine that cannot start (a model not found or not loadable, an option it cannot
+    honour): the text names the option, and the worker stops before it joins."""

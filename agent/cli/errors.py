@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-from agent.errors import AgentError, ChatTooLarge, Replaced
+from agent.errors import AgentError, ChatTooLarge, EngineUnavailable, Replaced
 from signaling.errors import (
     ApplicationError,
     BadCABundle,
@@ -71,7 +71,7 @@ def _explain(args: argparse.Namespace, error: Exception) -> str:
     """A ConnvoError's text with the option it comes from: the deployment of --url, the
     CA bundle of --ca-file or $SSL_CERT_FILE, the token, the meeting."""
     url, meeting = getattr(args, "url", None), getattr(args, "meeting", None)
-    if isinstance(error, Replaced | ChatTooLarge):
+    if isinstance(error, Replaced | ChatTooLarge | EngineUnavailable):
         return str(error)
     if isinstance(error, BadCABundle):
         return f"{'--ca-file' if getattr(args, 'ca_file', None) else '$SSL_CERT_FILE'}: {error}"

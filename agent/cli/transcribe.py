@@ -22,7 +22,30 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="default pocketsphinx",
     )
     p.add_argument(
-        "--language", type=values.language, default="en", help="the language chunks are tagged with"
+        "--model",
+        metavar="NAME|DIR",
+        help="faster-whisper: a size (tiny.en, base.en, small, large-v3...; default base.en, "
+        "fetched once into the Hugging Face cache) or a CTranslate2 model directory",
+    )
+    p.add_argument(
+        "--device", choices=["cpu", "cuda", "auto"], default="auto", help="faster-whisper"
+    )
+    p.add_argument(
+        "--compute-type",
+        metavar="TYPE",
+        help="faster-whisper: int8, float16, int8_float16... (default: the model's)",
+    )
+    p.add_argument(
+        "--language",
+        type=values.language,
+        default="en",
+        help="what the speakers speak (faster-whisper decodes it), or auto to detect it",
+    )
+    p.add_argument(
+        "--workers",
+        type=values.count(1, 64),
+        metavar="N",
+        help="engine processes (default 2; see the README for how many)",
     )
     p.add_argument(
         "--spool",

@@ -224,12 +224,15 @@ def ice_server(*schemes: str) -> Callable[[str], str]:
 
 
 def engine(name: str) -> str:
-    from agent.workers.engines import engine_named
+    from agent.workers.engines import engine_factory
 
-    return _passes(engine_named, name, ValueError)
+    return _passes(engine_factory, name, ValueError)
 
 
 def language(value: str) -> str:
+    """A tag like en or en-US, or "auto" (for an engine that detects it)."""
+    if value == "auto":
+        return value
     parts = value.split("-")
     if not (2 <= len(parts[0]) <= 3 and all(p.isascii() and p.isalnum() and p for p in parts)):
         raise Bad(f"{shown(value)} is not a language tag like en or en-US")

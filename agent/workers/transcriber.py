@@ -30,7 +30,7 @@ from agent.events import Event, TrackReceived
 from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
 from agent.room import JoinRequest, JoinTarget, Room
-from agent.workers.engines import EnginePool, Transcript, engine_named
+from agent.workers.engines import EngineOptions, EnginePool, Transcript, engine_named
 from agent.workers.poster import PER_MINUTE, Poster
 from agent.workers.spool import Spool
 from agent.workers.utterances import Segmenter, Utterance
@@ -58,7 +58,11 @@ def request() -> JoinRequest:
 class TranscriberOptions:
     target: JoinTarget
     engine: str = "pocketsphinx"
+    model: str | None = None
+    device: str = "auto"
+    compute_type: str = "default"
     language: str = "en"
+    """A language tag, or "auto": the engine detects it."""
     spool: Path | None = None
     duration: float | None = None
     drain: float = 5.0
@@ -67,6 +71,16 @@ class TranscriberOptions:
     quiet: bool = False
     per_minute: int = PER_MINUTE
     """Chunks the backend takes per minute from this user; learnt anew from a refusal."""
+
+    def engine_options(self) -> EngineOptions:
+        """The cores shared among the worker processes, one thread at least each."""
+        return EngineOptions(
+            model=self.model,
+            device=self.device,
+            compute_type=self.compute_type,
+            language=None if self.language == "auto" else self.language.split("-")[0],
+            threads=max(1, (os.cpu_count() or 1) // self.workers),
+        )
 
     def spool_path(self) -> Path:
         if self.spool is not None:
@@ -210,19 +224,20 @@ class Transcriber:
                 self.listeners.append(listener)
 
     def _chunk(self, speaker: str, utterance: Utterance, transcript: Transcript) -> None:
+        start, end = times(utterance, transcript)
         chunk = Chunk(
             meetingId=self.room.meeting_id,
             speakerId=speaker,
             text=transcript.text,
             confidence=transcript.confidence,
-            startTime=utterance.start_ms,
-            endTime=utterance.end_ms,
-            language=self.language,
+            startTime=start,
+            endTime=end,
+            language=transcript.language if self.language == "auto" else self.language,
         )
         chunk_id = self.poster.submit(chunk)
         if not self.quiet:
             print(
-                f"#{chunk_id} {speaker} [{utterance.start_ms}-{utterance.end_ms}] "
+                f"#{chunk_id} {speaker} [{start}-{end}] "
                 f"({transcript.confidence:.2f}) {transcript.text}",
                 flush=True,
             )
@@ -231,18 +246,36 @@ class Transcriber:
         await asyncio.gather(*(listener.close(timeout) for listener in self.listeners))
 
 
+def times(utterance: Utterance, transcript: Transcript) -> tuple[int, int]:
+    """The utterance's epoch-ms span, narrowed to its words where the engine timed them."""
+    start, end = utterance.start_ms, utterance.end_ms
+    if transcript.span is not None:
+        first, last = (utterance.start_ms + round(1000 * s) for s in transcript.span)
+        if start <= first < last <= end:
+            return first, last
+    return start, end
+
+
 async def run_transcriber(options: TranscriberOptions) -> int:
-    """Joins, transcribes until `duration` or a cancel, then drains; answers chunks left over."""
-    engine = engine_named(options.engine)
+    """Loads the engine in its processes, then joins, transcribes until `duration` or a cancel,
+    and drains; answers chunks left over. An engine that cannot start stops it before joining."""
+    pool = EnginePool(engine_named(options.engine, options.engine_options()), options.workers)
+    try:
+        await pool.warm_up()
+        return await _transcribe(options, pool)
+    finally:
+        pool.close()
+
+
+async def _transcribe(options: TranscriberOptions, pool: EnginePool) -> int:
     spool = Spool(options.spool_path())
-    pool = EnginePool(engine, options.workers)
     target = options.target
     api = ConnvoAPI(target.url, target.token, ca_file=target.ca_file, retry=NO_RETRY)
     poster = Poster(api, spool, per_minute=options.per_minute)
     room = target.room(request())
     try:
         events = room.events()
-        await asyncio.gather(room.join(), pool.warm_up())
+        await room.join()
         poster.start()
         transcriber = Transcriber(room, pool, poster, options.language, options.quiet)
         try:
@@ -259,5 +292,4 @@ async def run_transcriber(options: TranscriberOptions) -> int:
             raise Replaced()
         return left
     finally:
-        pool.close()
         spool.close()
