@@ -160,9 +160,10 @@ def chunks(n: int) -> list[DataChunk]:
 
 
 async def test_chunks_behind_a_lost_one_cost_what_chunks_in_order_cost():
-    """aiortc went through every TSN received out of order for each chunk: 4,000 small chunks
-    behind one lost packet took seconds of a blocked loop (in order: tens of ms), during which
-    no socket was read."""
-    in_order = await feed(chunks(2 * BURST), first_late=False)
-    behind = await feed(chunks(2 * BURST), first_late=True)
-    assert behind < 3 * in_order + 0.1, (behind, in_order)
+    """aiortc went through every TSN received out of order for each chunk: 2,000 small chunks
+    behind one lost packet blocked the loop for 1 to 1.5 s here (in order: 10 to 20 ms), during
+    which no socket was read. What is left (aiortc's SACK lists the gaps anew for each packet)
+    costs tens of ms."""
+    in_order = await feed(chunks(BURST), first_late=False)
+    behind = await feed(chunks(BURST), first_late=True)
+    assert behind < 5 * in_order + 0.25, (behind, in_order)
