@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 from test_browser import bot, browser, frames_decoded, join_page, page_peer, until, web  # noqa: F401
 
+from agent.chat import Budget
 from agent.events import ChatMessage
 from agent.peer import Peer
 from agent.room import Room
@@ -159,3 +160,14 @@ async def test_a_burst_from_a_bot_costs_no_connection_and_no_media(web, browser)
         await media_goes_on(page, watched.peer)
         await connected_once(page, watched)
         assert within_budget(side["received"], seconds)
+
+
+def test_the_budget_takes_a_burst_then_its_rate(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    budget = Budget()
+    assert sum(budget.take() for _ in range(2 * CHAT_BURST)) == CHAT_BURST
+    clock[0] += 1.0
+    assert sum(budget.take() for _ in range(2 * CHAT_BURST)) == CHAT_RATE
+    clock[0] += 3600.0  # a quiet hour refills it to the burst, no further
+    assert sum(budget.take() for _ in range(2 * CHAT_BURST)) == CHAT_BURST
