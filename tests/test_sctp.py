@@ -81,15 +81,23 @@ def message(i: int) -> str:
     return json.dumps({"type": "chat", "id": f"b{i}", "from": "", "text": f"m{i}", "ts": 1})
 
 
+async def chat_channel(
+    client: RTCSctpTransport, server: RTCSctpTransport
+) -> tuple[RTCDataChannel, list[str]]:
+    """A channel from the client, open, and what the server receives on it."""
+    received: list[str] = []
+    server.on("datachannel", lambda channel: channel.on("message", received.append))
+    channel = RTCDataChannel(client, RTCDataChannelParameters(label="chat"))
+    await until(lambda: channel.readyState == "open" and bool(server._data_channels))
+    return channel, received
+
+
 async def test_a_burst_of_small_messages_leaves_in_full_packets():
     """aiortc sent one DATA chunk a packet: 2,000 messages of 60 bytes were 2,000 datagrams within
     a few round trips, more than the UDP buffers on the way hold (coturn's relay socket, the
     receiver's while its loop is busy); consent checks and media were dropped with them."""
     async with association() as (client, server):
-        received: list[str] = []
-        server.on("datachannel", lambda channel: channel.on("message", received.append))
-        channel = RTCDataChannel(client, RTCDataChannelParameters(label="chat"))
-        await until(lambda: channel.readyState == "open" and server._data_channels)
+        channel, received = await chat_channel(client, server)
         sent_before = client.transport.sent
         for i in range(BURST):
             channel.send(message(i))
@@ -102,10 +110,7 @@ async def test_a_burst_of_small_messages_leaves_in_full_packets():
 
 async def test_a_large_message_still_goes_in_fragments_in_order():
     async with association() as (client, server):
-        received: list[str] = []
-        server.on("datachannel", lambda channel: channel.on("message", received.append))
-        channel = RTCDataChannel(client, RTCDataChannelParameters(label="chat"))
-        await until(lambda: channel.readyState == "open" and server._data_channels)
+        channel, received = await chat_channel(client, server)
         large = "x" * 200_000
         for text in ("before", large, "after"):
             channel.send(text)
@@ -115,10 +120,7 @@ async def test_a_large_message_still_goes_in_fragments_in_order():
 
 async def test_a_lost_packet_is_sent_again_and_the_rest_waits_for_it():
     async with association() as (client, server):
-        received: list[str] = []
-        server.on("datachannel", lambda channel: channel.on("message", received.append))
-        channel = RTCDataChannel(client, RTCDataChannelParameters(label="chat"))
-        await until(lambda: channel.readyState == "open" and server._data_channels)
+        channel, received = await chat_channel(client, server)
         lost: list[bytes] = []
 
         def first(packet: bytes) -> bool:
