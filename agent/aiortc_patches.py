@@ -9,8 +9,10 @@ do it):
 - `agent.media.encoded`: senders of shared pre-encoded packets run a leaner RTP loop.
 - `agent.chat`: a hostile data-channel message cannot raise inside aiortc's transport loop.
 - `agent.media.receiver_stats`: RTP jitter survives the 32-bit timestamp wrap (every receiver).
+- `agent.sctp`: a burst of small data-channel messages leaves in full packets, and chunks received
+  behind a lost one cost no more than in order (every connection).
 
-Every replacement but the jitter fix (a bug fix, for every room) falls back to aiortc's own
+Every replacement but the bug fixes for every room (jitter, SCTP) falls back to aiortc's own
 function unless a per-room context variable or the sender's track says otherwise, so patched and
 plain rooms share a process. Private names change between releases without notice: before patching,
 `install()` checks every private name the replacements call, read or write, and refuses to start
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-from agent import chat, ice
+from agent import chat, ice, sctp
 from agent.errors import AgentError
 from agent.media import counting, encoded, receiver_stats
 
@@ -97,6 +99,20 @@ PATCHES = (
         ("self", "packet"),
         receiver_stats.stream_add,
     ),
+    # aiortc bundles no chunks: its flush moves one message at a time and transmits each, and
+    # its transmit sends one chunk a packet; both are private methods, with no option.
+    Patch(
+        "aiortc.rtcsctptransport:RTCSctpTransport._data_channel_flush",
+        ("self",),
+        sctp.batched_flush,
+    ),
+    Patch("aiortc.rtcsctptransport:RTCSctpTransport._transmit", ("self",), sctp.bundled_transmit),
+    # Called for every DATA chunk received; the bookkeeping is all inside it.
+    Patch(
+        "aiortc.rtcsctptransport:RTCSctpTransport._mark_received",
+        ("self", "tsn"),
+        sctp.linear_mark_received,
+    ),
 )
 
 USED: Mapping[str, tuple[str, ...]] = {
@@ -121,7 +137,7 @@ USED: Mapping[str, tuple[str, ...]] = {
         "_last_arrival",
         "_last_timestamp",
     ),
-    "aiortc.utils": ("uint16_gt",),
+    "aiortc.utils": ("uint16_gt", "uint32_gt", "uint32_gte"),  # uint32: agent.sctp
     "aiortc.codecs": ("is_rtx", "get_encoder"),  # get_encoder: agent.media.encoded
     # agent.media.encoded
     "aiortc.rtcrtpsender:RTCRtpSender": (
@@ -143,12 +159,52 @@ USED: Mapping[str, tuple[str, ...]] = {
     "aiortc.rtp:RtpPacket": ("serialize",),
     "aiortc.rtp:HeaderExtensions": ("abs_send_time", "mid"),
     "aiortc.clock": ("current_ntp_time",),
-    # agent.chat
-    "aiortc.rtcsctptransport:RTCSctpTransport": ("_data_channels",),
-    "aiortc.rtcsctptransport": ("WEBRTC_STRING",),
+    # agent.chat, agent.sctp
+    "aiortc.rtcsctptransport:RTCSctpTransport": (
+        "_data_channels",
+        "State",
+        "_association_state",
+        "_cwnd",
+        "_data_channel_id",
+        "_data_channel_queue",
+        "_fast_recovery_exit",
+        "_fast_recovery_transmit",
+        "_flight_size",
+        "_flight_size_increase",
+        "_forward_tsn_chunk",
+        "_last_received_tsn",
+        "_outbound_queue",
+        "_sack_duplicates",
+        "_sack_misordered",
+        "_send",
+        "_send_chunk",
+        "_sent_queue",
+        "_t3_handle",
+        "_t3_restart",
+        "_t3_start",
+        "_transmit_reconfig",
+    ),
+    "aiortc.rtcsctptransport:DataChunk": (
+        "_book_size",
+        "_misses",
+        "_retransmit",
+        "_sent_count",
+        "_sent_time",
+    ),
+    "aiortc.rtcsctptransport": (
+        "WEBRTC_STRING",
+        "WEBRTC_DCEP",
+        "SCTP_COMMON_HEADER_LENGTH",
+        "SCTP_DATA_CHUNK_HEADER_LENGTH",
+        "SCTP_MAX_PACKET_LENGTH",
+        "USERDATA_MAX_LENGTH",
+        "tsn_plus_one",
+    ),
+    "aiortc.rtcdatachannel:RTCDataChannel": ("_addBufferedAmount", "_setId"),
 }
 """Private names the replacements read or write, per module or `module:Class`. A class's name
-may be an instance attribute its own code assigns (`self.__track` is `_RTCRtpSender__track`)."""
+may be an instance attribute its own code assigns (`self.__track` is `_RTCRtpSender__track`) or
+declares (DataChunk's annotations)."""
 
 _installed = False
 
@@ -218,13 +274,16 @@ def _owner(target: str) -> tuple[Any, str]:
 
 
 def _present(target: str) -> bool:
-    """Whether `module:qualname` exists; on a class, a name its own code assigns to instances
-    counts (aiortc makes most of its state in __init__, not on the class)."""
+    """Whether `module:qualname` exists; on a class, a name its own code assigns to instances or
+    declares counts (aiortc makes most of its state in __init__, not on the class)."""
     try:
         owner, name = _owner(target)
     except (ImportError, AttributeError):
         return False
-    return hasattr(owner, name) or (isinstance(owner, type) and name in _assigned(owner))
+    if hasattr(owner, name):
+        return True
+    declared = getattr(owner, "__annotations__", {})
+    return isinstance(owner, type) and (name in _assigned(owner) or name in declared)
 
 
 @functools.cache

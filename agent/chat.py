@@ -1,9 +1,10 @@
 """Chat on the wire: the JSON text messages of the `chat` data channel, and their limits.
 
 Whatever a remote sends, reading it never raises: a message that is binary, oversized, not
-JSON, nested too deep or not a chat message is dropped and counted by the caller. Sending past
-`MAX_TEXT` raises `ChatTooLarge` before anything is sent. The limit sits far below the 256 KiB
-SCTP message size of aiortc and browsers, so a message we accept always fits on the wire.
+JSON, nested too deep or not a chat message is dropped and counted by the caller, and so is one
+past the sender's `Budget`. Sending past `MAX_TEXT` raises `ChatTooLarge` before anything is
+sent. The limit sits far below the 256 KiB SCTP message size of aiortc and browsers, so a
+message we accept always fits on the wire.
 """
 
 from __future__ import annotations
@@ -28,6 +29,29 @@ MAX_TEXT = convention.MAX_CHAT_TEXT
 MAX_WIRE = convention.MAX_CHAT_WIRE
 """Characters of one message as received: the text escaped by JSON (at worst `\\u0000` for each
 byte), plus its envelope."""
+BURST = convention.CHAT_BURST
+RATE = convention.CHAT_RATE
+
+
+class Budget:
+    """The messages one remote may have read: `burst` at once, then `rate` a second (a token
+    bucket). Reading is bounded work per unit of time however fast the remote sends, so a flood
+    costs its sender messages, never our loop its time for media and ICE."""
+
+    def __init__(self, rate: float = RATE, burst: int = BURST) -> None:
+        self._rate, self._burst = rate, burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        """Whether one more message may be read now."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 def check_text(text: str) -> None:

@@ -115,7 +115,9 @@ class Peer:
         self.chat_sent = 0
         self.chat_received = 0
         self.chat_dropped = 0
-        """Incoming messages that were not chat: binary, oversized, malformed, not UTF-8."""
+        """Incoming messages not read: over the chat budget, or not chat (binary, oversized,
+        malformed, not UTF-8)."""
+        self._chat_budget = chat.Budget()
 
     def __repr__(self) -> str:
         return f"Peer({self.user_id!r}, session={self.session_id!r}, state={self._state!r})"
@@ -362,10 +364,10 @@ class Peer:
         @channel.on("message")
         @_guarded
         def _message(data: object) -> None:
-            message = chat.decode(data, self.user_id)
+            message = chat.decode(data, self.user_id) if self._chat_budget.take() else None
             if message is None:
                 self.chat_dropped += 1
-                log.debug("%r: dropped a message that is not chat", self)
+                log.debug("%r: dropped a message over the budget or not chat", self)
                 return
             self.chat_received += 1
             self._owner.emit(message)

@@ -50,6 +50,11 @@ MAX_CHAT_WIRE = 6 * MAX_CHAT_TEXT + 1024
 MAX_CHAT_ID = 128
 CHAT_OUTBOX = 64
 """Messages held for a channel that is not open yet; the oldest are dropped first."""
+CHAT_BURST = 128
+"""Messages taken from one participant at once (twice its outbox, which a reconnect flushes)..."""
+CHAT_RATE = 20
+"""...and per second after that: past them a message is dropped unread and counted, so what a
+participant's chat costs us is bounded however fast it sends."""
 
 # Health (item 8)
 QUALITY_INTERVAL = 5.0

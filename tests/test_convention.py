@@ -107,6 +107,8 @@ def test_the_bots_take_their_defaults_from_the_convention() -> None:
         "MAX_CHAT_TEXT": chat.MAX_TEXT,
         "MAX_CHAT_WIRE": chat.MAX_WIRE,
         "CHAT_OUTBOX": peer.MAX_OUTBOX,
+        "CHAT_BURST": chat.BURST,
+        "CHAT_RATE": chat.RATE,
         "QUALITY_INTERVAL": room.quality_interval,
         "DEAD_AFTER": room.dead_after,
     }

@@ -21,6 +21,7 @@ from netns import Namespace
 from test_browser import bot, next_chat, page_peer, until  # the same bots and waits
 
 from agent.room import Room
+from signaling.convention import CHAT_BURST
 from signaling.devserver import DevServer
 from signaling.devserver.store import Store
 
@@ -179,7 +180,9 @@ async def test_firefox_meets_two_bots_with_chat_audio_and_video(web, firefox, pa
 
 
 async def test_a_chat_burst_from_firefox_arrives_and_the_connection_holds(web, firefox):
-    """500 messages at once from the page's data channel (Firefox's usrsctp) to a bot."""
+    """500 messages at once from the page's data channel (Firefox's usrsctp) to a bot: every one
+    arrives, read within the inbound budget (convention.CHAT_BURST, then CHAT_RATE a second) or
+    counted as dropped."""
     meeting = await web.meeting(2)
     async with bot(meeting, 1) as b:
         await join_page(firefox, web, meeting)  # the newer: it offers, and opens the channel
@@ -187,6 +190,6 @@ async def test_a_chat_burst_from_firefox_arrives_and_the_connection_holds(web, f
         peer = page_peer(b, meeting)
         await firefox.js("for (let i = 0; i < 500; i++) connvo.mesh.sendChat(`burst ${i}`);")
         await until(lambda: peer.chat_received + peer.chat_dropped == 500, timeout=20)
-        assert (peer.chat_received, peer.chat_dropped) == (500, 0)
+        assert CHAT_BURST <= peer.chat_received < 500 and peer.chat_dropped > 0
         assert peer.state == "connected" and page_peer(b, meeting) is peer
         assert await firefox.js(f"return {CONNECTED_TILES}") == 1

@@ -2,7 +2,7 @@
 // its tracks (agent/peer.py is the bots' side). An offer on a negotiated connection replaces
 // it, as the bots do: aiortc cannot restart ICE in place.
 
-import { ANSWER_TIMEOUT, CHAT_OUTBOX, FN, MAX_CHAT_ID, MAX_CHAT_TEXT, MAX_CHAT_WIRE, TRICKLE_WINDOW } from "./convention.js";
+import { ANSWER_TIMEOUT, CHAT_BURST, CHAT_OUTBOX, CHAT_RATE, FN, MAX_CHAT_ID, MAX_CHAT_TEXT, MAX_CHAT_WIRE, TRICKLE_WINDOW } from "./convention.js";
 
 const LAYOUT = { audio: ["audio"], video: ["camera", "screen"] };
 const encoder = new TextEncoder();
@@ -24,7 +24,8 @@ export class Peer {
     this.describedAt = 0;
     this.streams = { audio: new MediaStream(), camera: new MediaStream(), screen: new MediaStream() };
     this.quality = null;
-    this.chatDropped = 0;
+    this.chatDropped = 0; // over the chat budget, or not chat
+    this.chatBudget = new Budget();
   }
 
   get name() {
@@ -228,7 +229,7 @@ export class Peer {
       outbox.forEach((m) => this.sendChat(m));
     };
     channel.onmessage = ({ data }) => {
-      const message = decodeChat(data);
+      const message = this.chatBudget.take() ? decodeChat(data) : null;
       if (message) this.mesh.chatReceived(this, message);
       else this.chatDropped++;
     };
@@ -246,6 +247,22 @@ export class Peer {
     } catch (e) {
       console.warn("chat not sent:", e.message);
     }
+  }
+}
+
+/** The messages one participant may have read: CHAT_BURST at once, then CHAT_RATE a second
+ * (agent/chat.py's Budget). A flood costs its sender messages, never this page its time. */
+class Budget {
+  tokens = CHAT_BURST;
+  at = performance.now();
+
+  take() {
+    const now = performance.now();
+    this.tokens = Math.min(CHAT_BURST, this.tokens + ((now - this.at) / 1000) * CHAT_RATE);
+    this.at = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
   }
 }
 
