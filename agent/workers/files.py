@@ -1,5 +1,7 @@
-"""One remote participant's recording: h264 video and AAC audio in an MPEG-TS file, encoded by
-the file's own thread so that the event loop only hands frames over.
+"""One remote participant's recording, written by the file's own thread so that the event loop
+only hands frames over: `ParticipantFile` (what both formats share: the bounded queue, the
+thread, the clock), and `TsFile`, h264 video and AAC audio in MPEG-TS, transcoded from the
+decoded frames (agent.workers.matroska copies them as received instead).
 
 MPEG-TS because it has no index or trailer to lose: every 188-byte packet stands alone, so a file
 cut anywhere (a SIGKILL) decodes up to the cut. Packets reach the kernel as they are muxed
@@ -8,7 +10,7 @@ interleaver waits at most half a second for a quiet stream: a kill loses about a
 
 Bounded, and never silently: frames arrive in real time from peers that cannot be slowed
 down, so the event loop hands them over without ever waiting. Each file's queue holds at most
-BACKLOG bytes of frames per kind; should its encoder fall that far behind (a starved CPU), new
+BACKLOG bytes of frames per kind; should its writer fall that far behind (a starved CPU), new
 frames of that kind are dropped, counted in `dropped` (and the manifest), and logged when the
 dropping starts and when the file closes. Video has the smaller budget in time, so it goes
 first; missing audio becomes silence, so the file keeps real time. The mix's queue is bounded
@@ -53,6 +55,7 @@ class Recording:
     """What every written file tells the manifest; `duration` grows while it is written."""
 
     kind = "participant"
+    format = "ts"
 
     def __init__(
         self,
@@ -82,6 +85,7 @@ class Recording:
         return {
             "file": self.path.name,
             "kind": self.kind,
+            "format": self.format,
             "userId": self.user_id,
             "sessionId": self.session_id,
             **times("start", self.started_epoch),
@@ -139,7 +143,9 @@ class Clock:
 
 class ParticipantFile(Recording):
     """Audio and/or one video track of one participant's session; `kinds` says which streams the
-    file has (decided before the header: MPEG-TS cannot add a stream later)."""
+    file has (decided before the header: neither format here can add a stream later). The
+    event loop hands frames over with `put`; the file's thread writes them (`_open` once
+    `_ready`, then `_write`) in a subclass's format."""
 
     def __init__(
         self,
@@ -158,18 +164,14 @@ class ParticipantFile(Recording):
         self._container: Any = None
         self._streams: dict[str, Any] = {}
         self._clocks = {kind: Clock(started) for kind in ("audio", "video")}
-        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=SAMPLE_RATE)
-        self._next_sample = 0
-        self._video_end = 0.0
-        self._last_pts = -1
         self._queued = {"audio": 0, "video": 0}  # bytes, shared with the thread: under _lock
         self._lock = threading.Lock()
         self._dropping = {"audio": False, "video": False}
         super().__init__(path, started, user_id, session)
 
-    def put(self, kind: str, frame: av.AudioFrame | av.VideoFrame, arrival: float) -> None:
+    def put(self, kind: str, frame: Any, arrival: float) -> None:
         """From the event loop: never blocks; the frame is only read, never changed, here on."""
-        size = sum(plane.buffer_size for plane in frame.planes)
+        size = _size(frame)
         with self._lock:
             room = self._queued[kind] + size <= BACKLOG[kind] and self._thread.is_alive()
             if room:
@@ -183,7 +185,7 @@ class ParticipantFile(Recording):
     def _drop(self, kind: str) -> None:
         self.dropped[kind] += 1
         if not self._dropping[kind] and self._thread.is_alive():  # a failed thread was logged
-            log.warning("%s: the encoder is behind; dropping %s frames", self.path.name, kind)
+            log.warning("%s: the writer is behind; dropping %s frames", self.path.name, kind)
         self._dropping[kind] = True
 
     # --- the file's thread --------------------------------------------------------------------
@@ -214,7 +216,35 @@ class ParticipantFile(Recording):
             self._open(pending)
         self._close()
         if any(self.dropped.values()):
-            log.warning("%s: frames dropped, encoder behind: %s", self.path.name, self.dropped)
+            log.warning("%s: frames dropped, writer behind: %s", self.path.name, self.dropped)
+
+    def _ready(self, pending: list[tuple[str, Any, float]]) -> bool:
+        raise NotImplementedError
+
+    def _open(self, pending: list[tuple[str, Any, float]]) -> None:
+        raise NotImplementedError
+
+    def _write(self, kind: str, frame: Any, arrival: float) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+def _size(frame: Any) -> int:
+    planes = getattr(frame, "planes", None)
+    return len(frame.data) if planes is None else sum(plane.buffer_size for plane in planes)
+
+
+class TsFile(ParticipantFile):
+    """h264 and AAC in MPEG-TS: every frame decoded (by aiortc) and encoded again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=SAMPLE_RATE)
+        self._next_sample = 0
+        self._video_end = 0.0
+        self._last_pts = -1
+        super().__init__(*args, **kwargs)
 
     def _ready(self, pending: list[tuple[str, Any, float]]) -> bool:
         if not pending:
