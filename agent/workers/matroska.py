@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 KEYFRAME_WAIT = 5.0
 """Seconds the header waits for the first keyframe; past that the file starts without it (VP8:
-size unknown; H.264: no video, its header needs the parameter sets)."""
+the header says PLACEHOLDER_SIZE, the decoder reads the keyframe's own; H.264: no video, its
+header needs the parameter sets)."""
+PLACEHOLDER_SIZE = (640, 480)
 CLUSTER_MS = 1000
 MUXER_OPTIONS = {
     "cluster_time_limit": str(CLUSTER_MS),
@@ -91,7 +93,8 @@ class MkvFile(ParticipantFile):
         if set(codecs.values()) <= WEBM:
             self.format = "webm"
             self.path = self.path.with_suffix(".webm")
-        self._container = av.open(str(self.path), "w", format=self.format, options=MUXER_OPTIONS)
+        muxer = "webm" if self.format == "webm" else "matroska"
+        self._container = av.open(str(self.path), "w", format=muxer, options=MUXER_OPTIONS)
         for kind, codec in codecs.items():
             self._add(kind, codec, video)
         for item in pending:
@@ -109,7 +112,9 @@ class MkvFile(ParticipantFile):
                 self._decoder = av.CodecContext.create("opus", "r")
         else:
             width, height = _size(video)
-            settings = {"width": width or 0, "height": height or 0}
+            settings = dict(zip(("width", "height"), PLACEHOLDER_SIZE, strict=True))
+            if width and height:
+                settings = {"width": width, "height": height}
             if codec == "H264":
                 if video is None or not video.keyframe:
                     return
