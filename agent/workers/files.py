@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ DEFAULT_SIZE = (640, 480)
 BACKLOG = {"audio": 8 * 2**20, "video": 64 * 2**20}
 """Bytes of frames a file's queue holds per kind: ~40 s of 48 kHz stereo audio, ~4 s of
 640x480 video at 30 fps."""
+TICK = 0.1
+"""Seconds between a file's batches: its thread takes what came meanwhile all at once, rather
+than being woken for every frame (a wake-up costs more than copying a frame)."""
 MUXER_OPTIONS = {"flush_packets": "1", "max_interleave_delta": "500000"}
 X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "26", "g": "60"}
 
@@ -167,6 +171,7 @@ class ParticipantFile(Recording):
         self._queued = {"audio": 0, "video": 0}  # bytes, shared with the thread: under _lock
         self._lock = threading.Lock()
         self._dropping = {"audio": False, "video": False}
+        self._frames: deque[tuple[str, Any, float, int]] = deque()
         super().__init__(path, started, user_id, session)
 
     def put(self, kind: str, frame: Any, arrival: float) -> None:
@@ -180,7 +185,7 @@ class ParticipantFile(Recording):
             self._drop(kind)
             return
         self._dropping[kind] = False
-        self._queue.put((kind, frame, arrival, size))
+        self._frames.append((kind, frame, arrival, size))
 
     def _drop(self, kind: str) -> None:
         self.dropped[kind] += 1
@@ -192,31 +197,30 @@ class ParticipantFile(Recording):
 
     def _run(self) -> None:
         pending: list[tuple[str, Any, float]] = []
-        while True:
-            try:
-                item = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                item = None
-            if item is END:
-                break
-            if item is not None:
-                kind, frame, arrival, size = item
+        ended = False
+        while not ended:
+            ended = self._tick()
+            while self._frames:
+                kind, frame, arrival, size = self._frames.popleft()
                 with self._lock:
                     self._queued[kind] -= size
-                item = (kind, frame, arrival)
-            if self._container is None:
-                if item is not None:
-                    pending.append(item)
-                if self._ready(pending):
-                    self._open(pending)
-                    pending = []
-            elif item is not None:
-                self._write(*item)
-        if self._container is None and pending:
-            self._open(pending)
+                if self._container is None:
+                    pending.append((kind, frame, arrival))
+                else:
+                    self._write(kind, frame, arrival)
+            if self._container is None and pending and (ended or self._ready(pending)):
+                self._open(pending)
+                pending = []
         self._close()
         if any(self.dropped.values()):
             log.warning("%s: frames dropped, writer behind: %s", self.path.name, self.dropped)
+
+    def _tick(self) -> bool:
+        """Waits TICK, or less when the file is finished (then answers True)."""
+        try:
+            return self._queue.get(timeout=TICK) is END
+        except queue.Empty:
+            return False
 
     def _ready(self, pending: list[tuple[str, Any, float]]) -> bool:
         raise NotImplementedError
