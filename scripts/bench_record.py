@@ -5,7 +5,8 @@ N A+V participants (the load bots' shared feeds: a test pattern in VP8 and a ton
 encoded once in this process) join a meeting with two recorders, each a `connvo-agent record`
 process of its own. Once both recorders write every participant's file, each recorder process's
 CPU time (all its threads) is read over the same window: CPU per participant = cores used / N,
-and the ratio mkv / ts. The bitrate is what the mkv files hold (bytes / duration). The bots run in
+and the ratio mkv / ts. The bitrate and frame rate are what the mkv files hold (a starved
+sender records cheaply: check that the asked frame rate arrived). The bots run in
 this process and are not counted; on a shared machine both recorders see the same load.
 
     .venv/bin/python scripts/bench_record.py                                  # 320x240@15
@@ -25,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import av
 import psutil
 
 from agent.ice import IceOptions
@@ -61,6 +63,11 @@ async def until(condition, timeout: float, outs: dict[str, Path]) -> None:
         await asyncio.sleep(0.2)
 
 
+def frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for p in container.demux(video=0) if p.size)
+
+
 def cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
@@ -70,6 +77,9 @@ async def bench(args: argparse.Namespace, folder: Path) -> dict:
     width, height = args.size
     encoded.VIDEO_BITRATE = args.bitrate  # read when the feed's encoder is made, just below
     outgoing = lambda: encoded.SharedOutgoing.synthetic(size=args.size, fps=args.fps)  # noqa: E731
+    # Held at the bitrate (CBR): the scrolling pattern is too easy for VBR to spend it.
+    rate = str(args.bitrate)
+    outgoing().feeds["video"]._codec.options |= {"minrate": rate, "maxrate": rate}
     with DevServer(folder / "backend") as server:
         names = [f"p{i}" for i in range(args.participants)] + list(FORMATS)
         tokens = {name: server.token(name) for name in ["host", *names]}
@@ -108,11 +118,24 @@ async def bench(args: argparse.Namespace, folder: Path) -> dict:
             codes = {f: p.wait(30) for f, p in procs.items()}
     copied = [f for f in files(outs["mkv"]) if f["kind"] == "participant"]
     bitrate = sum((outs["mkv"] / f["file"]).stat().st_size * 8 / f["duration"] for f in copied)
+    recorded = {f: [x for x in files(outs[f]) if x["kind"] == "participant"] for f in FORMATS}
+    fps = {
+        f: round(sum(frames(outs[f] / x["file"]) / x["duration"] for x in xs) / len(xs), 1)
+        for f, xs in recorded.items()
+    }
+    lost = {
+        f: {k: sum(x["dropped"][k] for x in xs) for k in ("audio", "video")}
+        for f, xs in recorded.items()
+    }
+    before_keyframe = sum(x["beforeKeyframe"] for x in recorded["mkv"])
     per = {f: used[f] / args.participants for f in FORMATS}
     return {
         "participants": args.participants,
         "video": f"{width}x{height}@{args.fps}",
         "bitrate_kbps": round(bitrate / len(copied) / 1000),
+        "fps_recorded": fps,
+        "dropped": lost,
+        "before_keyframe": before_keyframe,
         "window_s": round(wall, 1),
         "cores": {f: round(used[f], 4) for f in FORMATS},
         "per_participant": {f: round(per[f], 4) for f in FORMATS},
@@ -137,7 +160,8 @@ def main() -> None:
     print(json.dumps(result))
     per = result["per_participant"]
     print(
-        f"{result['video']} ~{result['bitrate_kbps']} kbps, {result['participants']} A+V: "
+        f"{result['video']} ~{result['bitrate_kbps']} kbps {result['fps_recorded']['mkv']} fps, "
+        f"{result['participants']} A+V: "
         f"mkv {100 * per['mkv']:.2f}% of a core per participant, ts {100 * per['ts']:.2f}%, "
         f"ratio {result['ratio_mkv_ts']}",
         file=sys.stderr,

@@ -40,7 +40,7 @@ KEYFRAME_WAIT = 5.0
 the header says PLACEHOLDER_SIZE, the decoder reads the keyframe's own; H.264: no video, its
 header needs the parameter sets)."""
 PLACEHOLDER_SIZE = (640, 480)
-CLUSTER_MS = 1000
+CLUSTER_MS = 500
 MUXER_OPTIONS = {
     "cluster_time_limit": str(CLUSTER_MS),
     "flush_packets": "1",
