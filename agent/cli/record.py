@@ -25,8 +25,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
         choices=["mkv", "ts"],
         default="mkv",
         help="mkv (default): what each participant sent (VP8 or H.264, Opus), copied into "
-        "Matroska (.webm for VP8 + Opus) without decoding it, at a fraction of the CPU; ts: "
-        "transcoded to h264 + AAC in MPEG-TS, one codec in every file, several times the CPU",
+        "Matroska (.webm for VP8 + Opus) without decoding it, about a quarter of ts's CPU; ts: "
+        "transcoded to h264 + AAC in MPEG-TS, the same codecs in every file",
     )
     p.add_argument(
         "--mix",
