@@ -29,7 +29,8 @@ from test_recorder import (
 from test_recorder import speech as speech  # the fixture: espeak-ng speech, made once
 from test_room import room, until
 
-from agent.media.passthrough import EncodedFrame, is_keyframe
+from agent.media.bitstream import is_keyframe, picture_size
+from agent.media.passthrough import EncodedFrame
 from agent.media.sources import Outgoing
 from agent.workers.matroska import MkvFile
 from agent.workers.recorder import Recorder
@@ -135,8 +136,28 @@ async def test_h264_is_copied_with_its_parameter_sets_into_mkv(tmp_path):
             "video", EncodedFrame("H264", data, index * 6000, 90000, key), started + index / 15
         )
     await asyncio.to_thread(file.finish)
-    assert file.path.name == "h.mkv" and file.video is not None and file.video["codec"] == "H264"
+    assert file.path.name == "h.mkv"
+    assert file.video == {"codec": "H264", "width": 320, "height": 240}
     assert video_codec(file.path) == "h264" and decode(file.path)[1] == len(video)
+
+
+@pytest.mark.parametrize("profile", ["baseline", "high"])
+@pytest.mark.parametrize("size", [(640, 360), (320, 240), (1282, 722)])
+def test_the_picture_size_is_read_from_the_bitstream(size, profile):
+    width, height = size
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 90000)
+    encoder.options = {"profile": profile, "tune": "zerolatency"}
+    frame = av.VideoFrame(width, height, "yuv420p")
+    frame.pts = 0
+    data = b"".join(bytes(p) for p in [*encoder.encode(frame), *encoder.encode(None)])
+    assert picture_size("H264", data) == size
+    assert picture_size("VP8", video_packets("VP8", 0.1)[0]) == (320, 240)
+    for junk in (bytes(range(256)) * 4000, b"\xff" * 64, b"\x00\x00\x01" * 9, b""):
+        size = picture_size("H264", b"\x00\x00\x00\x01\x67" + junk)  # a hostile SPS
+        assert size is None or all(0 < n <= 16384 for n in size)
+    assert picture_size("VP8", b"\x00" * 9) is None
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ from typing import Any
 
 from aiortc import RTCRtpReceiver, codecs
 
+from agent.media.bitstream import is_keyframe
+
 ENCODED: ContextVar[bool] = ContextVar("ENCODED", default=False)
 KEYFRAME_RETRY = 0.5
 """Seconds between keyframe requests while a video stream is broken (a PLI can be lost)."""
@@ -50,21 +52,6 @@ class EncodedFrame:
     @property
     def time(self) -> float:
         return self.timestamp / self.clock_rate
-
-
-def is_keyframe(codec: str, data: bytes) -> bool:
-    """From the bitstream itself (RFC 6386 9.1; H.264 NAL unit type 5, IDR): a keyframe whose
-    first packets were lost would not pass, so a cut-off start never heals a chain."""
-    if codec == "VP8":
-        return len(data) >= 10 and not data[0] & 1 and data[3:6] == b"\x9d\x01\x2a"
-    if codec == "H264":
-        return any(nal[0] & 0x1F == 5 for nal in nal_units(data))
-    return False
-
-
-def nal_units(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex B access unit (what aiortc's H.264 depayloader makes)."""
-    return [unit.rstrip(b"\x00") for unit in data.split(b"\x00\x00\x01") if unit.strip(b"\x00")]
 
 
 class _Handoff:

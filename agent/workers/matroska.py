@@ -9,8 +9,8 @@ demuxers read it to the cut: about a second lost.
 The first video written is a keyframe: frames the receiver marks `broken` (before the stream's
 first keyframe, and after a loss until the next; agent.media.passthrough asks the sender for
 one) are dropped and counted in `beforeKeyframe`. The header waits for the first keyframe, at
-most KEYFRAME_WAIT: it carries the picture size, and H.264's parameter sets, which the header
-needs.
+most KEYFRAME_WAIT: it carries the picture size (agent.media.bitstream), and H.264's parameter
+sets, which the header needs.
 
 Timing: RTP timestamps anchored to arrival (files.Clock). A gap (mute, loss, a stalled peer)
 stays a gap in the timestamps, not filled: players hold the last picture and play silence.
@@ -29,8 +29,9 @@ from typing import Any
 import av
 import numpy as np
 
+from agent.media.bitstream import H264_PPS, H264_SPS, nal_units, picture_size
 from agent.media.constants import SAMPLE_RATE
-from agent.media.passthrough import EncodedFrame, is_keyframe, nal_units
+from agent.media.passthrough import EncodedFrame
 from agent.workers.files import ParticipantFile
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ WEBM = {"VP8", "opus"}
 OPUS_HEAD = b"OpusHead" + struct.pack("<BBHIhB", 1, 2, 0, SAMPLE_RATE, 0, 0)
 """RFC 7845 5.1: stereo (WebRTC signals opus/48000/2), no pre-skip (the stream is joined
 midway, its encoder's priming samples long gone)."""
-H264_PARAMETER_SETS = (7, 8)  # SPS, PPS
 
 
 class MkvFile(ParticipantFile):
@@ -111,10 +111,9 @@ class MkvFile(ParticipantFile):
             if self._mix is not None:
                 self._decoder = av.CodecContext.create("opus", "r")
         else:
-            width, height = _size(video)
-            settings = dict(zip(("width", "height"), PLACEHOLDER_SIZE, strict=True))
-            if width and height:
-                settings = {"width": width, "height": height}
+            size = picture_size(codec, video.data) if video and video.keyframe else None
+            width, height = size or (None, None)
+            settings = dict(zip(("width", "height"), size or PLACEHOLDER_SIZE, strict=True))
             if codec == "H264":
                 if video is None or not video.keyframe:
                     return
@@ -184,16 +183,8 @@ def _keyframe(pending: list[tuple[str, Any, float]]) -> EncodedFrame | None:
     )
 
 
-def _size(video: EncodedFrame | None) -> tuple[int | None, int | None]:
-    """From a VP8 keyframe's header (RFC 6386 9.1); H.264's is in its SPS, not parsed here."""
-    if video is None or video.codec != "VP8" or not is_keyframe("VP8", video.data):
-        return None, None
-    width, height = struct.unpack("<HH", video.data[6:10])
-    return width & 0x3FFF, height & 0x3FFF
-
-
 def _parameter_sets(data: bytes) -> bytes:
     """H.264's SPS and PPS from a keyframe, in Annex B: what the Matroska muxer turns into the
     header's avcC (and its cue to turn every packet to length-prefixed NAL units)."""
-    units = [n for n in nal_units(data) if n[0] & 0x1F in H264_PARAMETER_SETS]
+    units = [n for n in nal_units(data) if n[0] & 0x1F in (H264_SPS, H264_PPS)]
     return b"".join(b"\x00\x00\x00\x01" + n for n in units)
