@@ -10,6 +10,7 @@ import fractions
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiortc.codecs
 import av
@@ -30,7 +31,7 @@ from test_recorder import speech as speech  # the fixture: espeak-ng speech, mad
 from test_room import room, until
 
 from agent.media.bitstream import is_keyframe, picture_size
-from agent.media.passthrough import EncodedFrame
+from agent.media.passthrough import EncodedFrame, _Handoff
 from agent.media.sources import Outgoing
 from agent.workers.matroska import MkvFile
 from agent.workers.recorder import Recorder
@@ -126,6 +127,25 @@ async def test_the_first_video_is_a_keyframe_gaps_stay_gaps_and_a_cut_file_decod
     assert 4 <= len(cut) / 48000 < 5.4 and cut_frames > 0.6 * video_frames
 
 
+async def test_a_camera_turned_on_late_still_reaches_the_file(tmp_path):
+    """No video for the first 6 s: the header stops waiting (VP8 assumed, size unknown) and the
+    camera's frames, when they come, are written from their first keyframe."""
+    video, audio = video_packets("VP8", 2), opus_packets(8)
+    started = time.monotonic() - 60  # arrivals in the past: the header's wait is over at once
+    file = MkvFile(tmp_path / "late.mkv", started, "u", "s", frozenset({"audio", "video"}))
+    for n, data in enumerate(audio[:300]):
+        file.put("audio", EncodedFrame("opus", data, n * 960, 48000), started + n / 50)
+    await asyncio.sleep(0.5)
+    for index, data in enumerate(video):
+        key = is_keyframe("VP8", data)
+        frame = EncodedFrame("VP8", data, index * 6000, 90000, key)
+        file.put("video", frame, started + 6 + index / FPS)
+    await asyncio.to_thread(file.finish)
+    assert file.video == {"codec": "VP8", "width": None, "height": None}
+    assert file.dropped == {"audio": 0, "video": 0} and file.before_keyframe == 0
+    assert decode(file.path)[1] == len(video) and file.path.suffix == ".webm"
+
+
 async def test_h264_is_copied_with_its_parameter_sets_into_mkv(tmp_path):
     video = video_packets("H264", 3, gop=30)
     started = time.monotonic()
@@ -139,6 +159,33 @@ async def test_h264_is_copied_with_its_parameter_sets_into_mkv(tmp_path):
     assert file.path.name == "h.mkv"
     assert file.video == {"codec": "H264", "width": 320, "height": 240}
     assert video_codec(file.path) == "h264" and decode(file.path)[1] == len(video)
+
+
+def test_a_video_stream_is_broken_until_a_keyframe_and_asks_for_one_every_half_second():
+    """The receiver's side (`_Handoff`, aiortc's decoder queue in an encoded room): frames before
+    the first keyframe and after a loss (aiortc's own PLI: `lost`) are marked broken."""
+    track = SimpleNamespace(kind="video", _queue=asyncio.Queue())
+    handoff = _Handoff(track)
+    vp8 = SimpleNamespace(name="VP8", clockRate=90000)
+    packets = video_packets("VP8", 1)  # a keyframe, then 14 frames that follow it
+    assert handoff.ask(100.0) and not handoff.ask(100.4) and handoff.ask(100.5)
+    for index in (1, 0, 1, 2):
+        handoff.put((vp8, SimpleNamespace(data=packets[index], timestamp=index * 6000)))
+    handoff.lost()
+    handoff.put((vp8, SimpleNamespace(data=packets[3], timestamp=18000)))
+    handoff.put(None)
+    frames = [track._queue.get_nowait() for _ in range(6)]
+    assert [(f.keyframe, f.broken) for f in frames[:5]] == [
+        (False, True),
+        (True, False),
+        (False, False),
+        (False, False),
+        (False, True),
+    ]
+    assert frames[-1] is None and handoff.ask(200.0) and frames[1].time == 0
+    audio = _Handoff(SimpleNamespace(kind="audio", _queue=asyncio.Queue()))
+    audio.lost()
+    assert not audio.broken and not audio.ask(0.0)
 
 
 @pytest.mark.parametrize("profile", ["baseline", "high"])

@@ -37,9 +37,9 @@ from agent.workers.files import ParticipantFile
 log = logging.getLogger(__name__)
 
 KEYFRAME_WAIT = 5.0
-"""Seconds the header waits for the first keyframe; past that the file starts without it (VP8:
-the header says PLACEHOLDER_SIZE, the decoder reads the keyframe's own; H.264: no video, its
-header needs the parameter sets)."""
+"""Seconds the header waits for the first keyframe; past that the file starts without it (VP8,
+or no video yet: VP8 is assumed, the header says PLACEHOLDER_SIZE and the decoder reads the
+keyframe's own; H.264: no video, its header needs the parameter sets)."""
 PLACEHOLDER_SIZE = (640, 480)
 CLUSTER_MS = 500
 MUXER_OPTIONS = {
@@ -83,9 +83,9 @@ class MkvFile(ParticipantFile):
     def _open(self, pending: list[tuple[str, Any, float]]) -> None:
         audio = next((f for kind, f, _ in pending if kind == "audio"), None)
         video = _keyframe(pending) or next((f for k, f, _ in pending if k == "video"), None)
-        wanted = {
-            "audio": audio.codec if audio else "opus",  # WebRTC's mandatory codec
-            "video": video.codec if video else None,
+        wanted = {  # a kind not heard from yet (a camera still off): the usual codec
+            "audio": audio.codec if audio else "opus",
+            "video": video.codec if video else "VP8",
         }
         codecs = {k: c for k, c in wanted.items() if k in self._kinds and c in TEMPLATES}
         if codecs.keys() != self._kinds:
