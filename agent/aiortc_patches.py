@@ -6,6 +6,8 @@ do it):
 
 - `agent.ice`: ICE gathers host candidates only from the room's own addresses (loopback too).
 - `agent.media.counting`: receivers of `JoinRequest(decode=False)` rooms count, never decode.
+- `agent.media.passthrough`: receivers of `JoinRequest(encoded=True)` rooms hand on encoded
+  frames, never decode, and ask for keyframes while a video chain is broken.
 - `agent.media.encoded`: senders of shared pre-encoded packets run a leaner RTP loop.
 - `agent.chat`: a hostile data-channel message cannot raise inside aiortc's transport loop.
 - `agent.media.receiver_stats`: RTP jitter survives the 32-bit timestamp wrap (every receiver).
@@ -36,7 +38,7 @@ from typing import Any
 
 from agent import chat, ice, sctp
 from agent.errors import AgentError
-from agent.media import counting, encoded, receiver_stats
+from agent.media import counting, encoded, passthrough, receiver_stats
 
 
 class UnsupportedAiortc(AgentError):
@@ -60,28 +62,42 @@ class Patch:
     """Builds the replacement from aiortc's own function, which it falls back to."""
 
 
+def _both(outer: Callable[[Any], Any], inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Two replacements of one function: `outer` falls back to `inner`, which falls back to
+    aiortc's own."""
+    return lambda original: outer(inner(original))
+
+
 PATCHES = (
     # aioice reads no address list from aiortc's public RTCConfiguration; it gathers from every
     # interface but 127.0.0.1 through this module-level function.
     Patch("aioice.ice:get_host_addresses", ("use_ipv4", "use_ipv6"), ice.host_addresses),
-    # aiortc has no receiver option to skip depayloading and decoding: its decoder queue and
+    # aiortc has no receiver option to skip depayloading or decoding: its decoder queue and
     # thread are made and started inside receive().
     Patch(
         "aiortc.rtcrtpreceiver:RTCRtpReceiver.receive",
         ("self", "parameters"),
-        counting.counting_receive,
+        _both(counting.counting_receive, passthrough.encoded_receive),
     ),
-    # Every RTP packet goes through this method (estimator, NACKs, jitter buffer); no hook.
+    # Every RTP packet goes through this method (estimator, NACKs, jitter buffer); no hook, and
+    # no public way to ask the sender for a keyframe.
     Patch(
         "aiortc.rtcrtpreceiver:RTCRtpReceiver._handle_rtp_packet",
         ("self", "packet", "arrival_time_ms"),
-        counting.counting_rtp,
+        _both(counting.counting_rtp, passthrough.keyframe_rtp),
     ),
     # receive() starts this module-level function as the decoder thread unconditionally.
     Patch(
         "aiortc.rtcrtpreceiver:decoder_worker",
         ("loop", "input_q", "output_q", "decode_error"),
-        counting.counting_worker,
+        _both(counting.counting_worker, passthrough.handoff_worker),
+    ),
+    # The jitter buffer's verdict that lost packets are gone for good is a local variable of
+    # _handle_rtp_packet; this call is the only trace of it.
+    Patch(
+        "aiortc.rtcrtpreceiver:RTCRtpReceiver._send_rtcp_pli",
+        ("self", "media_ssrc"),
+        passthrough.noting_pli,
     ),
     # send() starts this loop; aiortc has no public way to send already packetized frames.
     Patch("aiortc.rtcrtpsender:RTCRtpSender._run_rtp", ("self", "codec"), encoded.lean_run_rtp),
@@ -124,7 +140,7 @@ USED: Mapping[str, tuple[str, ...]] = {
         "_RTCRtpReceiver__remote_streams",
         "_RTCRtpReceiver__codecs",
     ),
-    "aiortc.rtcrtpreceiver:RemoteStreamTrack": ("_queue",),
+    "aiortc.rtcrtpreceiver:RemoteStreamTrack": ("_queue",),  # and agent.media.passthrough
     "aiortc.rtcrtpreceiver:StreamStatistics": (
         "add",
         # agent.media.receiver_stats

@@ -25,6 +25,9 @@ class JoinRequest:
     transcribe: bool = False
     decode: bool = True
     """False: remote media is counted (frames, bytes), never decoded; see agent.media.counting."""
+    encoded: bool = False
+    """True: remote tracks yield frames as the sender encoded them (`EncodedFrame`), never
+    decoded; see agent.media.passthrough."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from agent.events import ChatMessage, Event, EventBus, SessionReplaced
 from agent.features import JoinRequest, Plan, plan
 from agent.ice import ICE_ADDRESSES, IceOptions
 from agent.media.counting import COUNTED, ReceiveTally
+from agent.media.passthrough import ENCODED
 from agent.mesh import Mesh, MeshHooks
 from agent.peer import LocalSide, Peer
 from agent.pump import SignalPump
@@ -111,6 +112,7 @@ class Room:
         if not self.request.decode:
             self._received = ReceiveTally(on_first=lambda kind: self._mark(f"first_{kind}"))
             self._context.run(COUNTED.set, self._received)
+        self._context.run(ENCODED.set, self.request.encoded)
 
     def __repr__(self) -> str:
         return f"Room({self.meeting_id!r}, user={self._user_id!r}, peers={len(self.peers)})"

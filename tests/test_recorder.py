@@ -26,7 +26,7 @@ from test_room import FAST, room, until
 from agent.ice import IceOptions
 from agent.media.sources import Outgoing, PatternTrack, ToneTrack
 from agent.room import Room
-from agent.workers.files import BACKLOG, ParticipantFile
+from agent.workers.files import BACKLOG, TsFile
 from agent.workers.recorder import Recorder, request
 
 SPEECH = "The recorder keeps every word of this meeting, even when it is killed without warning."
@@ -55,13 +55,13 @@ def speaker(meeting: Meeting, index: int, wav: Path, screen: bool = False) -> Ro
     return room(meeting, index, outgoing=outgoing, screen_share=screen)
 
 
-def recorder_room(meeting: Meeting, index: int) -> Room:
+def recorder_room(meeting: Meeting, index: int, format: str = "mkv") -> Room:
     member = meeting[index]
     return Room(
         member.api.url,
         member.token,
         meeting.id,
-        request=request(),
+        request=request(format),
         ice=IceOptions.loopback(),
         settings=FAST,
         api=member.api,
@@ -80,6 +80,24 @@ def decode(path: Path) -> tuple[np.ndarray, int]:
             else:
                 video += 1
     return (np.concatenate(chunks) if chunks else np.zeros(0)), video
+
+
+def video_codec(path: Path) -> str:
+    with av.open(str(path)) as container:
+        return container.streams.video[0].codec_context.name
+
+
+def audio_end(path: Path) -> float:
+    """Where a file's audio ends (seconds): ts fills gaps with silence, in mkv a gap (frames
+    lost, a starved sender) stays a gap, so the length is the timeline's, not the samples'."""
+    with av.open(str(path)) as container:
+        ends = [(p.pts + p.duration) * p.time_base for p in container.demux(audio=0) if p.size]
+    return float(max(ends))
+
+
+def first_video_is_a_keyframe(path: Path) -> bool:
+    with av.open(str(path)) as container:
+        return next(p.is_keyframe for p in container.demux(video=0) if p.size)
 
 
 def rms(audio: np.ndarray) -> float:
@@ -113,9 +131,19 @@ async def present(
     return bot.session_id, left - connected_at
 
 
-async def test_a_file_per_join_with_speech_and_video_and_a_meeting_mix(backend, speech, tmp_path):
+CODECS = {  # what each format writes: the bots send VP8 and Opus
+    "ts": {"suffix": ".ts", "audio": "aac", "video": "h264"},
+    "mkv": {"suffix": ".webm", "audio": "opus", "video": "VP8"},
+}
+
+
+@pytest.mark.parametrize("format", ["mkv", "ts"])
+async def test_a_file_per_join_with_speech_and_video_and_a_meeting_mix(
+    backend, speech, tmp_path, format
+):
     meeting = await backend.meeting(2, recording=True)
-    recorder = Recorder(recorder_room(meeting, 1), tmp_path, mix=True)
+    recorder = Recorder(recorder_room(meeting, 1, format), tmp_path, mix=True, format=format)
+    codecs = CODECS[format]
     started = time.monotonic()
     task = asyncio.create_task(recorder.run())
     joins = [await present(meeting, 0, speech, 4.0, screen=True)]
@@ -129,21 +157,25 @@ async def test_a_file_per_join_with_speech_and_video_and_a_meeting_mix(backend, 
 
     (screen,) = [f for f in files_of(tmp_path, user) if f["kind"] == "screen"]
     audio, video_frames = decode(tmp_path / screen["file"])
-    assert screen["file"].endswith("_screen.ts") and screen["sessionId"] == joins[0][0]
+    assert screen["file"].endswith(f"_screen{codecs['suffix']}")
+    assert screen["sessionId"] == joins[0][0] and screen["format"] == codecs["suffix"][1:]
     assert len(audio) == 0 and screen["audio"] is None and video_frames > 0
-    assert screen["video"] == {"codec": "h264", "width": 640, "height": 360}
+    assert screen["video"] == {"codec": codecs["video"], "width": 640, "height": 360}
 
     entries = [f for f in files_of(tmp_path, user) if f["kind"] == "participant"]
     assert [e["sessionId"] for e in entries] == [session for session, _ in joins]
     for entry, (_, presence) in zip(entries, joins, strict=True):
         audio, video_frames = decode(tmp_path / entry["file"])
-        seconds = len(audio) / 48000
+        seconds = audio_end(tmp_path / entry["file"])
         print(f"{entry['file']}: {seconds:.2f} s of audio, present {presence:.2f} s")
-        assert close_to(seconds, presence), (seconds, presence)
+        assert close_to(seconds, presence), (seconds, presence, entry)
         assert close_to(entry["duration"], presence)
         assert rms(audio) > LOUD
         assert video_frames > 10 * presence  # the pattern runs at 15 fps
-        assert entry["audio"]["codec"] == "aac" and entry["video"]["codec"] == "h264"
+        assert entry["audio"]["codec"] == codecs["audio"]
+        assert entry["video"]["codec"] == codecs["video"]
+        assert video_codec(tmp_path / entry["file"]) == codecs["video"].lower()
+        assert first_video_is_a_keyframe(tmp_path / entry["file"])
         assert entry["endMs"] - entry["startMs"] == pytest.approx(entry["duration"] * 1000, abs=2)
         assert entry["file"].startswith(f"{user}_") and entry["sessionId"][:8] in entry["file"]
 
@@ -156,8 +188,10 @@ async def test_a_file_per_join_with_speech_and_video_and_a_meeting_mix(backend, 
     assert mix["complete"]
 
 
-def record_process(backend: Backend, meeting: Meeting, index: int, out: Path) -> subprocess.Popen:
-    args = ["--url", backend.url, "--meeting", meeting.id, "--out", str(out)]
+def record_process(
+    backend: Backend, meeting: Meeting, index: int, out: Path, format: str
+) -> subprocess.Popen:
+    args = ["--url", backend.url, "--meeting", meeting.id, "--out", str(out), "--format", format]
     return subprocess.Popen(
         [sys.executable, "-m", "agent", "record", *args, "--ice-address", "127.0.0.1"],
         env={**os.environ, "CONNVO_TOKEN": meeting[index].token},
@@ -166,14 +200,15 @@ def record_process(backend: Backend, meeting: Meeting, index: int, out: Path) ->
     )
 
 
+@pytest.mark.parametrize("format", ["mkv", "ts"])
 async def test_killed_recorder_leaves_files_that_decode_and_sigterm_closes_cleanly(
-    backend, speech, tmp_path
+    backend, speech, tmp_path, format
 ):
     meeting = await backend.meeting(3, recording=True)
     killed, stopped = tmp_path / "killed", tmp_path / "stopped"
     processes = [
-        record_process(backend, meeting, 1, killed),
-        record_process(backend, meeting, 2, stopped),
+        record_process(backend, meeting, 1, killed, format),
+        record_process(backend, meeting, 2, stopped, format),
     ]
     user = meeting[0].user_id
     try:
@@ -202,7 +237,7 @@ async def test_killed_recorder_leaves_files_that_decode_and_sigterm_closes_clean
         (entry,) = files_of(out, user)
         assert entry["sessionId"] == bot.session_id and entry["complete"] is complete
         audio, video_frames = decode(out / entry["file"])
-        seconds = len(audio) / 48000
+        seconds = audio_end(out / entry["file"])
         print(f"{out.name}: {seconds:.2f} s of audio, present {presence:.2f} s until the signal")
         assert rms(audio) > LOUD and video_frames > 0
         assert seconds <= presence + MARGIN
@@ -227,7 +262,7 @@ async def test_refuses_a_room_with_recording_off(backend, tmp_path):
 async def test_a_stalled_participant_becomes_silence_and_the_file_keeps_real_time(tmp_path):
     """1 s of tone, 1.5 s with nothing (muted, stalled), 1 s of tone: 3.5 s, the gap silent."""
     started = time.monotonic() - 10
-    file = ParticipantFile(tmp_path / "gap.ts", started, "u", "s", frozenset({"audio", "video"}))
+    file = TsFile(tmp_path / "gap.ts", started, "u", "s", frozenset({"audio", "video"}))
     tone = ToneTrack(volume=0.5)
     for index in [*range(50), *range(125, 175)]:  # 20 ms frames; RTP time runs on in the gap
         frame = await tone.recv()
@@ -253,7 +288,7 @@ async def test_an_encoder_far_behind_drops_video_counted_and_logged_and_keeps_al
     the video frames given up are counted, logged and in the manifest, and every frame that was
     kept, and all the audio, is in the file."""
     started = time.monotonic() - 10
-    file = ParticipantFile(tmp_path / "burst.ts", started, "u", "s", frozenset({"audio", "video"}))
+    file = TsFile(tmp_path / "burst.ts", started, "u", "s", frozenset({"audio", "video"}))
     tone = ToneTrack(volume=0.5)
     video = av.VideoFrame.from_ndarray(np.zeros((720 * 3 // 2, 1280), np.uint8), format="yuv420p")
     budget = BACKLOG["video"] // sum(p.buffer_size for p in video.planes)

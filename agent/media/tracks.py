@@ -11,14 +11,19 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from agent.media.passthrough import EncodedFrame
+
 _QUEUE = 64
+
+Frame = av.AudioFrame | av.VideoFrame | EncodedFrame
 
 
 class RemoteTrack:
     """A remote participant's audio, camera or screen track.
 
-    `async for frame in track.frames()` yields decoded av frames from the moment you start;
-    a reader that falls behind loses the oldest frames, never blocks the connection.
+    `async for frame in track.frames()` yields decoded av frames (`EncodedFrame`s in a room
+    joined with `encoded=True`) from the moment you start; a reader that falls behind loses the
+    oldest frames, never blocks the connection.
     """
 
     def __init__(self, user_id: str, kind: str, label: str, track: MediaStreamTrack) -> None:
@@ -31,16 +36,16 @@ class RemoteTrack:
         self.longest_gap = 0.0
         """The most seconds between two frames."""
         self._track = track
-        self._readers: set[asyncio.Queue[av.AudioFrame | av.VideoFrame | None]] = set()
+        self._readers: set[asyncio.Queue[Frame | None]] = set()
         self._task = asyncio.create_task(self._drain(), name=f"drain {user_id} {label}")
 
     def __repr__(self) -> str:
         return f"RemoteTrack({self.user_id!r}, {self.label!r}, frames={self.frames_received})"
 
-    async def frames(self, maxsize: int = _QUEUE) -> AsyncIterator[av.AudioFrame | av.VideoFrame]:
+    async def frames(self, maxsize: int = _QUEUE) -> AsyncIterator[Frame]:
         """`maxsize=0` never drops: for a reader that only hands frames on (a recorder), where
         losing media is worse than holding it; aiortc can deliver a burst in one loop turn."""
-        queue: asyncio.Queue[av.AudioFrame | av.VideoFrame | None] = asyncio.Queue(maxsize)
+        queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize)
         self._readers.add(queue)
         try:
             while (frame := await queue.get()) is not None:

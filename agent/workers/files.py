@@ -1,5 +1,7 @@
-"""One remote participant's recording: h264 video and AAC audio in an MPEG-TS file, encoded by
-the file's own thread so that the event loop only hands frames over.
+"""One remote participant's recording, written by the file's own thread so that the event loop
+only hands frames over: `ParticipantFile` (what both formats share: the bounded queue, the
+thread, the clock), and `TsFile`, h264 video and AAC audio in MPEG-TS, transcoded from the
+decoded frames (agent.workers.matroska copies them as received instead).
 
 MPEG-TS because it has no index or trailer to lose: every 188-byte packet stands alone, so a file
 cut anywhere (a SIGKILL) decodes up to the cut. Packets reach the kernel as they are muxed
@@ -8,7 +10,7 @@ interleaver waits at most half a second for a quiet stream: a kill loses about a
 
 Bounded, and never silently: frames arrive in real time from peers that cannot be slowed
 down, so the event loop hands them over without ever waiting. Each file's queue holds at most
-BACKLOG bytes of frames per kind; should its encoder fall that far behind (a starved CPU), new
+BACKLOG bytes of frames per kind; should its writer fall that far behind (a starved CPU), new
 frames of that kind are dropped, counted in `dropped` (and the manifest), and logged when the
 dropping starts and when the file closes. Video has the smaller budget in time, so it goes
 first; missing audio becomes silence, so the file keeps real time. The mix's queue is bounded
@@ -22,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,9 @@ DEFAULT_SIZE = (640, 480)
 BACKLOG = {"audio": 8 * 2**20, "video": 64 * 2**20}
 """Bytes of frames a file's queue holds per kind: ~40 s of 48 kHz stereo audio, ~4 s of
 640x480 video at 30 fps."""
+TICK = 0.1
+"""Seconds between a file's batches: its thread takes what came meanwhile all at once, rather
+than being woken for every frame (a wake-up costs more than copying a frame)."""
 MUXER_OPTIONS = {"flush_packets": "1", "max_interleave_delta": "500000"}
 X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "26", "g": "60"}
 
@@ -53,6 +59,7 @@ class Recording:
     """What every written file tells the manifest; `duration` grows while it is written."""
 
     kind = "participant"
+    format = "ts"
 
     def __init__(
         self,
@@ -82,6 +89,7 @@ class Recording:
         return {
             "file": self.path.name,
             "kind": self.kind,
+            "format": self.format,
             "userId": self.user_id,
             "sessionId": self.session_id,
             **times("start", self.started_epoch),
@@ -139,7 +147,9 @@ class Clock:
 
 class ParticipantFile(Recording):
     """Audio and/or one video track of one participant's session; `kinds` says which streams the
-    file has (decided before the header: MPEG-TS cannot add a stream later)."""
+    file has (decided before the header: neither format here can add a stream later). The
+    event loop hands frames over with `put`; the file's thread writes them (`_open` once
+    `_ready`, then `_write`) in a subclass's format."""
 
     def __init__(
         self,
@@ -158,18 +168,15 @@ class ParticipantFile(Recording):
         self._container: Any = None
         self._streams: dict[str, Any] = {}
         self._clocks = {kind: Clock(started) for kind in ("audio", "video")}
-        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=SAMPLE_RATE)
-        self._next_sample = 0
-        self._video_end = 0.0
-        self._last_pts = -1
         self._queued = {"audio": 0, "video": 0}  # bytes, shared with the thread: under _lock
         self._lock = threading.Lock()
         self._dropping = {"audio": False, "video": False}
+        self._frames: deque[tuple[str, Any, float, int]] = deque()
         super().__init__(path, started, user_id, session)
 
-    def put(self, kind: str, frame: av.AudioFrame | av.VideoFrame, arrival: float) -> None:
+    def put(self, kind: str, frame: Any, arrival: float) -> None:
         """From the event loop: never blocks; the frame is only read, never changed, here on."""
-        size = sum(plane.buffer_size for plane in frame.planes)
+        size = _size(frame)
         with self._lock:
             room = self._queued[kind] + size <= BACKLOG[kind] and self._thread.is_alive()
             if room:
@@ -178,43 +185,70 @@ class ParticipantFile(Recording):
             self._drop(kind)
             return
         self._dropping[kind] = False
-        self._queue.put((kind, frame, arrival, size))
+        self._frames.append((kind, frame, arrival, size))
 
     def _drop(self, kind: str) -> None:
         self.dropped[kind] += 1
         if not self._dropping[kind] and self._thread.is_alive():  # a failed thread was logged
-            log.warning("%s: the encoder is behind; dropping %s frames", self.path.name, kind)
+            log.warning("%s: the writer is behind; dropping %s frames", self.path.name, kind)
         self._dropping[kind] = True
 
     # --- the file's thread --------------------------------------------------------------------
 
     def _run(self) -> None:
         pending: list[tuple[str, Any, float]] = []
-        while True:
-            try:
-                item = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                item = None
-            if item is END:
-                break
-            if item is not None:
-                kind, frame, arrival, size = item
+        ended = False
+        while not ended:
+            ended = self._tick()
+            while self._frames:
+                kind, frame, arrival, size = self._frames.popleft()
                 with self._lock:
                     self._queued[kind] -= size
-                item = (kind, frame, arrival)
-            if self._container is None:
-                if item is not None:
-                    pending.append(item)
-                if self._ready(pending):
-                    self._open(pending)
-                    pending = []
-            elif item is not None:
-                self._write(*item)
-        if self._container is None and pending:
-            self._open(pending)
+                if self._container is None:
+                    pending.append((kind, frame, arrival))
+                else:
+                    self._write(kind, frame, arrival)
+            if self._container is None and pending and (ended or self._ready(pending)):
+                self._open(pending)
+                pending = []
         self._close()
         if any(self.dropped.values()):
-            log.warning("%s: frames dropped, encoder behind: %s", self.path.name, self.dropped)
+            log.warning("%s: frames dropped, writer behind: %s", self.path.name, self.dropped)
+
+    def _tick(self) -> bool:
+        """Waits TICK, or less when the file is finished (then answers True)."""
+        try:
+            return self._queue.get(timeout=TICK) is END
+        except queue.Empty:
+            return False
+
+    def _ready(self, pending: list[tuple[str, Any, float]]) -> bool:
+        raise NotImplementedError
+
+    def _open(self, pending: list[tuple[str, Any, float]]) -> None:
+        raise NotImplementedError
+
+    def _write(self, kind: str, frame: Any, arrival: float) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+def _size(frame: Any) -> int:
+    planes = getattr(frame, "planes", None)
+    return len(frame.data) if planes is None else sum(plane.buffer_size for plane in planes)
+
+
+class TsFile(ParticipantFile):
+    """h264 and AAC in MPEG-TS: every frame decoded (by aiortc) and encoded again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=SAMPLE_RATE)
+        self._next_sample = 0
+        self._video_end = 0.0
+        self._last_pts = -1
+        super().__init__(*args, **kwargs)
 
     def _ready(self, pending: list[tuple[str, Any, float]]) -> bool:
         if not pending:

@@ -4,8 +4,12 @@ join, a `manifest.json`, and optionally the mixed audio of the whole meeting.
 A join is a (userId, sessionId): a rejoin is a new session, so a new file. A renegotiated
 connection of the same session (an ICE restart) brings new tracks that continue the same file;
 a file closes when its participant leaves, or when its tracks ended and none came back within
-GRACE. A screen share goes to its own video-only file (`..._screen.ts`): MPEG-TS cannot add a
-stream to a file already written, and a share may start at any time.
+GRACE. A screen share goes to its own video-only file (`..._screen.ts`): neither MPEG-TS nor
+Matroska can add a stream to a file already written, and a share may start at any time.
+
+Two formats: `mkv` (the default) copies what the senders encoded into Matroska, never decoding
+it (agent.workers.matroska); `ts` transcodes to h264 and AAC in MPEG-TS (agent.workers.files),
+at several times the CPU, for whoever needs one codec in every file.
 
 Every frame is read (`frames(maxsize=0)`) and handed to its file without waiting, so the reader
 keeps pace with the network; each file's queue is bounded in bytes per kind (files.py),
@@ -29,7 +33,8 @@ from agent.media.sources import Outgoing
 from agent.media.tracks import RemoteTrack
 from agent.room import JoinRequest, JoinTarget, Room
 from agent.workers import manifest
-from agent.workers.files import ParticipantFile, Recording
+from agent.workers.files import ParticipantFile, Recording, TsFile
+from agent.workers.matroska import MkvFile
 from agent.workers.mixer import Mixer
 from signaling import ids
 
@@ -38,14 +43,21 @@ log = logging.getLogger(__name__)
 GRACE = 3.0
 """Seconds a session's file stays open after its tracks ended, for a renegotiation to resume it."""
 MANIFEST_INTERVAL = 2.0
+FORMATS = {"mkv": MkvFile, "ts": TsFile}
+SUFFIXES = {"mkv": (".mkv", ".webm"), "ts": (".ts",)}
 
 Key = tuple[str, str, str]  # userId, sessionId, "camera" (audio + camera) or "screen"
 
 
-def request() -> JoinRequest:
-    """Receive-only, no chat; asks for `recording`, so a room with the flag off refuses the join."""
+def request(format: str = "mkv") -> JoinRequest:
+    """Receive-only, no chat; asks for `recording`, so a room with the flag off refuses the join.
+    Media is decoded only for `ts`."""
     return JoinRequest(
-        outgoing=Outgoing(), record=True, receive=frozenset({"audio", "video"}), chat=False
+        outgoing=Outgoing(),
+        record=True,
+        receive=frozenset({"audio", "video"}),
+        chat=False,
+        encoded=format == "mkv",
     )
 
 
@@ -58,10 +70,16 @@ class _Join:
 
 
 class Recorder:
-    def __init__(self, room: Room, out: Path, *, mix: bool = False) -> None:
+    def __init__(self, room: Room, out: Path, *, mix: bool = False, format: str = "mkv") -> None:
+        """`room` joined with `request(format)`: `mkv` needs its frames as received."""
+        if format not in FORMATS:
+            raise ValueError(f"format {format!r}: not one of {', '.join(FORMATS)}")
+        if room.request.encoded != (format == "mkv"):
+            raise ValueError(f"format {format!r} needs a room joined with request({format!r})")
         self.room = room
         self.out = out
         self.mix = mix
+        self.format = format
         self.files: list[Recording] = []
         self._joins: dict[Key, _Join] = {}
         self._mixer: Mixer | None = None
@@ -90,7 +108,7 @@ class Recorder:
         self.out.mkdir(parents=True, exist_ok=True)
         self._started = time.time()
         if self.mix:
-            path = self._path(f"meeting_{manifest.stamp(self._started)}")
+            path = self._path(f"meeting_{manifest.stamp(self._started)}", (".ts",))
             self._mixer = Mixer(path, time.monotonic())
             self.files.append(self._mixer)
         self._write_manifest()
@@ -139,8 +157,8 @@ class Recorder:
         user, session, part = key
         suffix = "_screen" if part == "screen" else ""
         name = f"{ids.file_part(user)}_{manifest.stamp(time.time())}_{_short(session)}{suffix}"
-        file = ParticipantFile(
-            self._path(name),
+        file = FORMATS[self.format](
+            self._path(name, SUFFIXES[self.format]),
             time.monotonic(),
             user,
             session,
@@ -178,12 +196,14 @@ class Recorder:
 
     # --- files -------------------------------------------------------------------------------
 
-    def _path(self, name: str) -> Path:
-        path, n = self.out / f"{name}.ts", 1
-        while path.exists() or any(f.path == path for f in self.files):
+    def _path(self, name: str, suffixes: tuple[str, ...]) -> Path:
+        """A name no file has, whichever of `suffixes` it ends up with (mkv may become webm)."""
+        stem, n = name, 1
+        taken = {f.path.with_suffix("") for f in self.files}
+        while any((self.out / f"{stem}{s}").exists() for s in suffixes) or self.out / stem in taken:
             n += 1
-            path = self.out / f"{name}-{n}.ts"
-        return path
+            stem = f"{name}-{n}"
+        return self.out / f"{stem}{suffixes[0]}"
 
     def _write_manifest(self) -> None:
         document = {
@@ -220,16 +240,17 @@ class RecordOptions:
     out: Path
     mix: bool = False
     duration: float | None = None
+    format: str = "mkv"
 
 
 async def run_recorder(options: RecordOptions) -> int:
-    room = options.target.room(request())
-    recorder = Recorder(room, options.out, mix=options.mix)
+    room = options.target.room(request(options.format))
+    recorder = Recorder(room, options.out, mix=options.mix, format=options.format)
     files = await recorder.run(options.duration)
     print(f"{len(files)} files, manifest {options.out / manifest.NAME}", flush=True)
     if room.stats().replaced:
         raise Replaced()
     short = [f["file"] for f in files if any(f["dropped"].values())]
-    if short:  # the encoder fell behind: said here, not only in the manifest
+    if short:  # the writer fell behind, or refused frames: said here, not only in the manifest
         print(f"connvo-agent record: frames dropped in {', '.join(short)}", file=sys.stderr)
     return 1 if short else 0
