@@ -21,6 +21,7 @@ from agent.events import (
     TrackReceived,
 )
 from agent.ice import IceOptions
+from agent.load.backend import CallLog
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
 from agent.load.http import LoadHTTP
 from agent.load.metrics import bot_qoe
@@ -58,7 +59,13 @@ class MeetingState:
 
 class LoadBot:
     def __init__(
-        self, spec: BotSpec, meeting: MeetingState, config: LoadConfig, worker: str, http: LoadHTTP
+        self,
+        spec: BotSpec,
+        meeting: MeetingState,
+        config: LoadConfig,
+        worker: str,
+        http: LoadHTTP,
+        calls: CallLog,
     ) -> None:
         self.spec = spec
         self.meeting = meeting
@@ -84,7 +91,9 @@ class LoadBot:
                 discovery_interval=config.discovery_interval,
                 quality_interval=config.quality_interval,
             ),
-            api=ConnvoAPI(plan.url, spec.token, http=http),
+            api=ConnvoAPI(
+                plan.url, spec.token, http=http, observe=calls.observer(self.record.functions)
+            ),
             ca_file=plan.ca_file,
         )
         self._ice_failed = False

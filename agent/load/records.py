@@ -65,6 +65,8 @@ class BotRecord:
     """How signals reached the bot at the end: "push" (its sync socket) or "poll"."""
     signal_polls: int = 0
     """getPendingSignals calls: billed function calls, none while pushed."""
+    functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per function path the bot called: `calls`, and `errors` by code (agent.load.backend)."""
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per remote user: bitrate (bits/s), packetLoss (%), latency (RTT ms), jitter (ms)."""
     streams: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
@@ -89,8 +91,10 @@ class BotRecord:
 
     def as_row(self) -> dict[str, Any]:
         """One flat CSV row: phases and quality as columns."""
-        skip = ("phases", "quality", "streams", "qoe", "qoe_timeline")
+        skip = ("phases", "quality", "streams", "qoe", "qoe_timeline", "functions")
         row = {k: v for k, v in asdict(self).items() if k not in skip}
+        row["calls"] = sum(f["calls"] for f in self.functions.values())
+        row["call_errors"] = sum(sum(f["errors"].values()) for f in self.functions.values())
         row.update({f"qoe_{k}": self.qoe.get(k) for k in QOE_COLUMNS})
         for phase in PHASES:
             row[f"{phase}_ms"] = self.phases.get(phase)

@@ -56,7 +56,25 @@ def table(summary: dict, color: bool = False) -> str:
         )
     for failure, count in sorted(summary["failures"].items()):
         lines.append(f"failed: {count} x {failure}")
+    lines += _functions(summary.get("backend") or {})
     return "\n".join(lines + _health(summary, color) + _thresholds(summary, color))
+
+
+def _functions(backend: dict) -> list[str]:
+    """A line per function the bots called: calls, errors by code, latency."""
+    functions = backend.get("functions") or {}
+    if not functions:
+        return []
+    lines = ["", f"{'function (ms)':28} {'calls':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}"]
+    for path, f in functions.items():
+        d = f["latency_ms"]
+        cells = " ".join(f"{d[k]:>7.0f}" for k in ("p50", "p95", "p99", "max"))
+        errors = ", ".join(f"{n} {code}" for code, n in sorted(f["errors"].items()))
+        name = path.rpartition("/")[2].rpartition(":")[2]
+        lines.append(
+            f"{name:28} {f['calls']:>6} {cells}" + (f"  errors: {errors}" if errors else "")
+        )
+    return lines
 
 
 def _health(summary: dict, color: bool) -> list[str]:
@@ -113,7 +131,7 @@ def write(result: LoadResult, directory: Path) -> list[Path]:
     paths["bots.json"].write_text(json.dumps([asdict(r) for r in result.records], indent=1))
     _csv(paths["bots.csv"], [r.as_row() for r in result.records])
     _csv(paths["usage.csv"], [asdict(u) for u in result.usage])
-    png = figure(result.records, result.usage, result.started_at)
+    png = figure(result.records, result.usage, result.started_at, result.calls)
     paths["report.html"].write_text(page(result.summary, result.records, png))
     return list(paths.values())
 

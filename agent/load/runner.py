@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.load import backend
+from agent.load.backend import Call
 from agent.load.config import LoadConfig, MeetingPlan, plan_meetings, split
 from agent.load.live import LiveMetrics
 from agent.load.metrics import summarize
@@ -53,6 +55,8 @@ class LoadResult:
     usage: list[Usage]
     summary: dict[str, Any]
     started_at: float
+    calls: list[Call] = field(default_factory=list)
+    """Every function call of the bots (agent.load.backend)."""
 
 
 def run_load(
@@ -121,8 +125,10 @@ def _run(
     records = sorted((r for res in results for r in res.records), key=lambda r: r.bot)
     usage = [u for res in results for u in res.usage]
     loop_lag = {res.worker: res.loop_lag for res in results}
+    calls = sorted((c for res in results for c in res.calls), key=lambda c: c[0])
     summary = summarize(records, usage, config.as_json(), loop_lag)
-    return LoadResult(records, usage, summary, started)
+    backend.apply(summary, calls, started)
+    return LoadResult(records, usage, summary, started, calls)
 
 
 def _execute(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.load import collector
+from agent.load.backend import Call, CallLog
 from agent.load.config import LoadConfig, MeetingPlan
 from agent.load.health import LagSample, LoopLagMeter
 from agent.load.http import LoadHTTP
@@ -31,6 +32,7 @@ class WorkerResult:
     usage: list[Usage] = field(default_factory=list)
     worker: str = ""
     loop_lag: list[LagSample] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
 
 
 class Worker:
@@ -42,18 +44,21 @@ class Worker:
         self._reported: dict[int, set[str]] = {}
         self._qoe_reported: set[int] = set()
         self._lag = LoopLagMeter()
+        self._calls = CallLog()
         for noisy in ("aiortc", "aioice", "agent.room", "agent.pump", "agent.peer"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
     def progress(self) -> dict[str, Any]:
         """Joined (has a session), connected (ready), failed, done; CPU %, RSS MB, and the loop
-        lag p50/p99 (ms) and `saturated` over the last seconds (LoopLagMeter.live) now."""
+        lag p50/p99 (ms) and `saturated` over the last seconds (LoopLagMeter.live) now; the
+        function calls ended since the previous call."""
         records = [b.record for b in self._bots]
         last = self._last
         return {
             "bots": len(records),
             "phases": self._new_phases(),
             "qoe": self._new_qoe(),
+            "calls": [(path, ms, error) for _, path, ms, error in self._calls.new()],
             "joined": sum("session_created" in r.phases for r in records),
             "connected": sum(r.ok for r in records),
             "failed": sum(r.failure_phase is not None for r in records),
@@ -66,13 +71,15 @@ class Worker:
 
     async def run(self, config: LoadConfig, plans: list[MeetingPlan], t0: float) -> WorkerResult:
         """Every bot of `plans`, each starting at t0 + its offset (t0: epoch seconds)."""
-        result = WorkerResult(worker=self.name, loop_lag=self._lag.samples)
+        result = WorkerResult(worker=self.name, loop_lag=self._lag.samples, calls=self._calls.calls)
         encoded.IMPAIRMENT = config.impair  # every shared-packet sender of this process
         counting.MEASURE_QOE = config.qoe
         pools = {ca: LoadHTTP(ca) for ca in {plan.ca_file for plan in plans}}  # one, in practice
         for plan in plans:
             meeting, http = MeetingState(plan), pools[plan.ca_file]
-            self._bots += [LoadBot(spec, meeting, config, self.name, http) for spec in plan.bots]
+            self._bots += [
+                LoadBot(spec, meeting, config, self.name, http, self._calls) for spec in plan.bots
+            ]
         samplers = [
             asyncio.create_task(self._sample(result.usage)),
             asyncio.create_task(self._lag.run()),

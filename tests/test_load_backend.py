@@ -1,0 +1,51 @@
+"""The backend as a load run sees it: every function call's latency and errors, from every bot.
+
+Small loads on the session's dev backend; timings are never asserted tightly (a shared machine)."""
+
+from __future__ import annotations
+
+from agent.load.config import LoadConfig
+from agent.load.live import LiveMetrics
+from agent.load.report import table
+from agent.load.runner import Target, run_load
+
+
+def test_refused_tokens_show_as_errors_by_code_per_function_and_per_bot(backend):
+    host, _ = backend.user(backend.unique("load-host"))
+    tokens = [backend.user(backend.unique("load-bot"))[0] for _ in range(3)]
+    tokens.insert(1, tokens[0][:-4] + "AAAA")  # bot 1: a token whose signature does not match
+    config = LoadConfig(meetings=2, participants=2, duration=0.5)
+    result = run_load(
+        config, target=Target(backend.url, host, tuple(tokens)), workers=0, quiet=True
+    )
+
+    functions = result.summary["backend"]["functions"]
+    by_name = {path.rpartition(":")[2].rpartition("/")[2]: f for path, f in functions.items()}
+    assert by_name["initializeWebRTCRoom"]["errors"] == {"UNAUTHORIZED": 1}
+    assert by_name["createWebRTCSession"]["calls"] == 3  # the refused bot never got that far
+    assert by_name["createWebRTCSession"]["errors"] == {}
+    latency = by_name["createWebRTCSession"]["latency_ms"]
+    assert latency["count"] == 3 and 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+    assert sum(n for _, n in by_name["createWebRTCSession"]["calls_per_s"]) == 3
+    assert result.summary["backend"]["errors"] >= 1
+    refused = result.records[1].functions
+    assert any(f["errors"] == {"UNAUTHORIZED": 1} for f in refused.values())
+    assert all(not f["errors"] for f in result.records[0].functions.values())
+    assert "createWebRTCSession" in table(result.summary)
+    assert "errors: 1 UNAUTHORIZED" in table(result.summary)
+
+
+def test_function_calls_are_exported_as_a_histogram_and_errors_by_code():
+    live = LiveMetrics(2)
+    path = "meetings/webrtc/index:createWebRTCSession"
+    live.update({"w": {"calls": [(path, 12.0, None), (path, 3000.0, "TIMEOUT")]}})
+    text = _exposition(live)
+    assert f'connvo_load_function_seconds_count{{function="{path}"}} 2.0' in text
+    assert f'connvo_load_function_seconds_bucket{{function="{path}",le="0.025"}} 1.0' in text
+    assert f'connvo_load_function_errors_total{{code="TIMEOUT",function="{path}"}} 1.0' in text
+
+
+def _exposition(live: LiveMetrics) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(live.registry).decode()
