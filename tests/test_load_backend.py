@@ -4,9 +4,12 @@ Small loads on the session's dev backend; timings are never asserted tightly (a 
 
 from __future__ import annotations
 
+import json
+
+from agent.load.backend import short
 from agent.load.config import LoadConfig
 from agent.load.live import LiveMetrics
-from agent.load.report import table
+from agent.load.report import table, write
 from agent.load.runner import Target, run_load
 
 
@@ -20,7 +23,7 @@ def test_refused_tokens_show_as_errors_by_code_per_function_and_per_bot(backend)
     )
 
     functions = result.summary["backend"]["functions"]
-    by_name = {path.rpartition(":")[2].rpartition("/")[2]: f for path, f in functions.items()}
+    by_name = {short(path): f for path, f in functions.items()}
     assert by_name["initializeWebRTCRoom"]["errors"] == {"UNAUTHORIZED": 1}
     assert by_name["createWebRTCSession"]["calls"] == 3  # the refused bot never got that far
     assert by_name["createWebRTCSession"]["errors"] == {}
@@ -33,6 +36,18 @@ def test_refused_tokens_show_as_errors_by_code_per_function_and_per_bot(backend)
     assert all(not f["errors"] for f in result.records[0].functions.values())
     assert "createWebRTCSession" in table(result.summary)
     assert "errors: 1 UNAUTHORIZED" in table(result.summary)
+
+
+def test_pushed_signals_are_timed_from_stored_to_handled(tmp_path):
+    result = run_load(LoadConfig(meetings=1, participants=3, duration=0.5), workers=0, quiet=True)
+    delay = result.summary["backend"]["push_delay_ms"]
+    pushed = [ms for r in result.records for _, ms in r.push_delays]
+    assert delay["count"] == len(pushed) > 0  # offers and answers at least
+    assert -50 < delay["p50"] < 2000  # the clock offset is good to half a call's round trip
+    assert "pushed signals (delay)" in table(result.summary)
+    write(result, tmp_path)  # the plots of function latency, errors and push delay draw
+    bots = json.loads((tmp_path / "bots.json").read_text())
+    assert all(b["push_delays"] and b["functions"] for b in bots)
 
 
 def test_function_calls_are_exported_as_a_histogram_and_errors_by_code():

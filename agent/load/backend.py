@@ -1,4 +1,5 @@
-"""The backend as the bots saw it: how long each function call took and how it ended.
+"""The backend as the bots saw it: how long each function call took and how it ended, and how
+long a signal took from being stored to being pushed to its bot and handled.
 
 Every call of every bot goes through one seam, `ConvexClient.run` (the typed client, over
 whichever transport), which tells an observer its path, duration and error code. A worker's
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 from agent.load.metrics import distribution
+from agent.load.records import BotRecord
 from signaling.client import CallObserver
 
 Call = tuple[float, str, float, str | None]
@@ -74,19 +76,27 @@ def _function(calls: list[Call], started_at: float) -> dict[str, Any]:
     }
 
 
-def apply(summary: dict[str, Any], calls: list[Call], started_at: float) -> None:
+def apply(
+    summary: dict[str, Any], calls: list[Call], records: list[BotRecord], started_at: float
+) -> None:
     """Adds the backend's figures to a run's summary (agent.load.metrics.summarize)."""
     by_function = functions(calls, started_at)
     summary["backend"] = {
         "calls": len(calls),
         "errors": sum(sum(f["errors"].values()) for f in by_function.values()),
         "functions": by_function,
+        "push_delay_ms": distribution([ms for r in records for _, ms in r.push_delays]),
     }
 
 
+def short(path: str) -> str:
+    """A function's last name: `createWebRTCSession` of `meetings/webrtc/index/createWebRTC...`."""
+    return path.rpartition("/")[2].rpartition(":")[2]
+
+
 def find(functions: dict[str, Any], name: str) -> Any:
-    """A function's figures by its path or its last name (`createWebRTCSession`); None."""
+    """A function's figures by its path or its last name; None."""
     for path, figures in functions.items():
-        if name in (path, path.rpartition("/")[2].rpartition(":")[2]):
+        if name in (path, short(path)):
             return figures
     return None

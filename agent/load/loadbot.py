@@ -291,6 +291,7 @@ class LoadBot:
     async def _leave(self, watcher: asyncio.Task[None]) -> None:
         for task in self._tasks:
             task.cancel()
+        self.record.push_delays = list(self.room.stats().push_delays)
         await self.room.leave()
         self.record.left_at = time.time()
         await asyncio.gather(watcher, *self._tasks, return_exceptions=True)

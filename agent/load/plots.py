@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after the backend is chosen
 
-from agent.load.backend import Call
+from agent.load.backend import Call, short
 from agent.load.metrics import per_second
 from agent.load.records import PHASES, BotRecord, Usage
 from agent.media.qoe import nearest_rank
@@ -33,7 +33,7 @@ def figure(
     experience(axes[2][0], records, started_at)
     function_latency(axes[2][1], calls, started_at)
     function_errors(axes[3][0], calls, started_at)
-    axes[3][1].axis("off")
+    push_delay(axes[3][1], records, started_at)
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png")
@@ -134,8 +134,9 @@ def _per_second(calls: list[Call], started_at: float) -> dict[str, dict[int, lis
     """The calls of the most called functions (by last name), per second of the run."""
     by_name: dict[str, dict[int, list[Call]]] = {}
     for call in calls:
-        name = call[1].rpartition("/")[2].rpartition(":")[2]
-        by_name.setdefault(name, {}).setdefault(int(call[0] - started_at), []).append(call)
+        by_name.setdefault(short(call[1]), {}).setdefault(int(call[0] - started_at), []).append(
+            call
+        )
     ranked = sorted(by_name, key=lambda n: -sum(map(len, by_name[n].values())))
     return {name: by_name[name] for name in ranked[:FUNCTIONS_SHOWN]}
 
@@ -165,4 +166,21 @@ def function_errors(ax, calls: list[Call], started_at: float) -> None:
     ax.set_ylabel("failed calls per second")
     ax.set_xlabel("s since start")
     ax.set_title(f"Backend function errors ({len(failed)})")
+    ax.grid(alpha=0.3)
+
+
+def push_delay(ax, records: list[BotRecord], started_at: float) -> None:
+    """From a signal stored to its bot handling it, p50 and p95 per second of the run."""
+    seconds: dict[int, list[float]] = {}
+    for r in records:
+        for at, ms in r.push_delays:
+            seconds.setdefault(int(at - started_at), []).append(ms)
+    times = sorted(seconds)
+    for pct in (50, 95):
+        ax.plot(times, [nearest_rank(seconds[t], pct) for t in times], marker=".", label=f"p{pct}")
+    if times:
+        ax.legend(fontsize="small")
+    ax.set_ylabel("ms, signals handled in each second")
+    ax.set_xlabel("s since start")
+    ax.set_title(f"Pushed signals: stored to handled ({sum(map(len, seconds.values()))})")
     ax.grid(alpha=0.3)

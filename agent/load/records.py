@@ -67,6 +67,8 @@ class BotRecord:
     """getPendingSignals calls: billed function calls, none while pushed."""
     functions: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per function path the bot called: `calls`, and `errors` by code (agent.load.backend)."""
+    push_delays: list[tuple[float, float]] = field(default_factory=list)
+    """(epoch s, ms) per signal pushed to the bot: from the backend storing it to its handling."""
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per remote user: bitrate (bits/s), packetLoss (%), latency (RTT ms), jitter (ms)."""
     streams: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
@@ -91,7 +93,7 @@ class BotRecord:
 
     def as_row(self) -> dict[str, Any]:
         """One flat CSV row: phases and quality as columns."""
-        skip = ("phases", "quality", "streams", "qoe", "qoe_timeline", "functions")
+        skip = ("phases", "quality", "streams", "qoe", "qoe_timeline", "functions", "push_delays")
         row = {k: v for k, v in asdict(self).items() if k not in skip}
         row["calls"] = sum(f["calls"] for f in self.functions.values())
         row["call_errors"] = sum(sum(f["errors"].values()) for f in self.functions.values())

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.load.backend import short
 from agent.load.health import saturated_workers
 from agent.load.records import PHASES, BotRecord
 
@@ -61,20 +62,24 @@ def table(summary: dict, color: bool = False) -> str:
 
 
 def _functions(backend: dict) -> list[str]:
-    """A line per function the bots called: calls, errors by code, latency."""
+    """A line per function the bots called (calls, latency, errors by code), and one for the
+    pushed signals' delay."""
     functions = backend.get("functions") or {}
     if not functions:
         return []
     lines = ["", f"{'function (ms)':28} {'calls':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}"]
     for path, f in functions.items():
-        d = f["latency_ms"]
-        cells = " ".join(f"{d[k]:>7.0f}" for k in ("p50", "p95", "p99", "max"))
         errors = ", ".join(f"{n} {code}" for code, n in sorted(f["errors"].items()))
-        name = path.rpartition("/")[2].rpartition(":")[2]
-        lines.append(
-            f"{name:28} {f['calls']:>6} {cells}" + (f"  errors: {errors}" if errors else "")
-        )
+        line = f"{short(path):28} {f['calls']:>6} {_cells(f['latency_ms'])}"
+        lines.append(line + (f"  errors: {errors}" if errors else ""))
+    push = backend.get("push_delay_ms") or {}
+    if push.get("count"):
+        lines.append(f"{'pushed signals (delay)':28} {push['count']:>6} {_cells(push)}")
     return lines
+
+
+def _cells(d: dict) -> str:
+    return " ".join(f"{d[k]:>7.0f}" for k in ("p50", "p95", "p99", "max"))
 
 
 def _health(summary: dict, color: bool) -> list[str]:

@@ -127,7 +127,7 @@ def _run(
     loop_lag = {res.worker: res.loop_lag for res in results}
     calls = sorted((c for res in results for c in res.calls), key=lambda c: c[0])
     summary = summarize(records, usage, config.as_json(), loop_lag)
-    backend.apply(summary, calls, started)
+    backend.apply(summary, calls, records, started)
     return LoadResult(records, usage, summary, started, calls)
 
 
