@@ -5,12 +5,17 @@ Small loads on the session's dev backend; timings are never asserted tightly (a 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 
 from agent.load.backend import short
 from agent.load.config import LoadConfig
 from agent.load.live import LiveMetrics
 from agent.load.report import table, write
 from agent.load.runner import Target, run_load
+from agent.load.thresholds import apply, parse
+from signaling.devserver.process import DevServer
 
 
 def test_refused_tokens_show_as_errors_by_code_per_function_and_per_bot(backend):
@@ -45,6 +50,7 @@ def test_pushed_signals_are_timed_from_stored_to_handled(tmp_path):
     assert delay["count"] == len(pushed) > 0  # offers and answers at least
     assert -50 < delay["p50"] < 2000  # the clock offset is good to half a call's round trip
     assert "pushed signals (delay)" in table(result.summary)
+    assert result.summary["bottleneck"] is None
     write(result, tmp_path)  # the plots of function latency, errors and push delay draw
     bots = json.loads((tmp_path / "bots.json").read_text())
     assert all(b["push_delays"] and b["functions"] for b in bots)
@@ -64,3 +70,37 @@ def _exposition(live: LiveMetrics) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(live.registry).decode()
+
+
+def test_a_backend_stopped_for_3_s_mid_ramp_is_named_the_bottleneck(tmp_path):
+    # 12 bots join at 3 a second; 1.5 s in, the backend's process is stopped for 3 s: the bots
+    # joining then wait on their first calls, and all still connect.
+    with DevServer(tmp_path / "data") as server:
+        tokens = tuple(server.token(f"bot{i}") for i in range(12))
+        target = Target(server.url, server.token("host"), tokens)
+        stall = threading.Timer(1.5, _stop_for, (server.pid, 3.0))
+        stall.start()
+        config = LoadConfig(meetings=4, participants=3, duration=2, ramp=3)
+        result = run_load(config, target=target, workers=0, quiet=True)
+        stall.join()
+    summary = result.summary
+    assert summary["success_rate"] == 100.0
+    initialize = summary["backend"]["functions"]["meetings/webrtc/index/initializeWebRTCRoom"]
+    assert initialize["latency_ms"]["p99"] > 1500
+    assert summary["bottleneck"] == "backend", summary["bottleneck_evidence"]
+    assert (
+        "meetings/webrtc/index/initializeWebRTCRoom" in summary["bottleneck_evidence"]["functions"]
+    )
+    [check] = apply(summary, [parse("backend.initializeWebRTCRoom.p95<500")])
+    assert not check["ok"] and check["value"] > 500
+    assert "bottleneck: the BACKEND" in table(summary)
+    write(result, tmp_path / "report")
+    assert "The backend was the bottleneck" in (tmp_path / "report" / "report.html").read_text()
+
+
+def _stop_for(pid: int, seconds: float) -> None:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        threading.Event().wait(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)

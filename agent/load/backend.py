@@ -15,7 +15,20 @@ from typing import Any
 
 from agent.load.metrics import distribution
 from agent.load.records import BotRecord
+from agent.media.qoe import nearest_rank
 from signaling.client import CallObserver
+
+SLOW_MS = 500.0
+SLOW_SHARE = 0.05
+SLOW_CALLS = 2
+CAPACITY_ERRORS = ("TIMEOUT", "TransportError", "RATE_LIMIT_EXCEEDED")
+"""Failures that say the backend could not keep up (a refused token or a missing meeting do not)."""
+RULE = (
+    f"the backend is the bottleneck when the generator stayed healthy and, in some second of the "
+    f"run, more than {SLOW_SHARE:.0%} (and at least {SLOW_CALLS}) of one function's calls that "
+    f"ended then took over {SLOW_MS:.0f} ms, or one failed with "
+    f"{', '.join(CAPACITY_ERRORS)}; the generator is when a worker was saturated"
+)
 
 Call = tuple[float, str, float, str | None]
 """(epoch s when it ended, function path, ms, None or the error code)."""
@@ -87,11 +100,35 @@ def apply(
         "functions": by_function,
         "push_delay_ms": distribution([ms for r in records for _, ms in r.push_delays]),
     }
+    strained = struggling(calls, started_at)
+    saturated = summary.get("generator", {}).get("saturated", False)
+    summary["bottleneck"] = "generator" if saturated else "backend" if strained else None
+    summary["bottleneck_evidence"] = {"functions": strained, "rule": RULE}
+
+
+def struggling(calls: list[Call], started_at: float) -> dict[str, dict[str, Any]]:
+    """The functions that were slow or failed for lack of capacity in some second (RULE): from
+    when (s since the start), in how many seconds, their worst p95 there, and those errors."""
+    seconds: dict[tuple[str, int], list[Call]] = {}
+    for call in calls:
+        seconds.setdefault((call[1], int(call[0] - started_at)), []).append(call)
+    found: dict[str, dict[str, Any]] = {}
+    for (path, second), of in sorted(seconds.items()):
+        slow = sum(ms > SLOW_MS for _, _, ms, _ in of)
+        failed = [e for _, _, _, e in of if e in CAPACITY_ERRORS]
+        if not failed and (slow < SLOW_CALLS or slow <= SLOW_SHARE * len(of)):
+            continue
+        mine = found.setdefault(path, {"from_s": second, "seconds": 0, "p95_ms": 0.0, "errors": {}})
+        mine["seconds"] += 1
+        mine["p95_ms"] = max(mine["p95_ms"], round(nearest_rank([c[2] for c in of], 95), 1))
+        for error in failed:
+            mine["errors"][error] = mine["errors"].get(error, 0) + 1
+    return found
 
 
 def short(path: str) -> str:
     """A function's last name: `createWebRTCSession` of `meetings/webrtc/index/createWebRTC...`."""
-    return path.rpartition("/")[2].rpartition(":")[2]
+    return path.rpartition("/")[2]
 
 
 def find(functions: dict[str, Any], name: str) -> Any:
@@ -100,3 +137,16 @@ def find(functions: dict[str, Any], name: str) -> Any:
         if name in (path, short(path)):
             return figures
     return None
+
+
+def evidence(summary: dict[str, Any]) -> list[str]:
+    """One line per struggling function of a summary, for the table and the report."""
+    found = summary.get("bottleneck_evidence", {}).get("functions", {})
+    lines = []
+    for path, f in found.items():
+        errors = "".join(f", {n} {code}" for code, n in sorted(f["errors"].items()))
+        lines.append(
+            f"{short(path)}: from {f['from_s']} s, {f['seconds']} s slow or failing, "
+            f"p95 up to {f['p95_ms']:.0f} ms{errors}"
+        )
+    return lines

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.load.backend import short
+from agent.load.backend import evidence, short
 from agent.load.health import saturated_workers
 from agent.load.records import PHASES, BotRecord
 
@@ -97,6 +97,10 @@ def _health(summary: dict, color: bool) -> list[str]:
     if generator.get("saturated"):
         verdict = "load generator SATURATED: these figures measure the load tester, not the backend"
         lines += [_red(verdict, color), f"rule: {generator['rule']}"]
+    elif summary.get("bottleneck") == "backend":
+        lines.append(_red("bottleneck: the BACKEND, the generator stayed healthy", color))
+        lines += [_red(f"  {line}", color) for line in evidence(summary)]
+        lines.append(f"rule: {summary['bottleneck_evidence']['rule']}")
     return lines
 
 
@@ -152,8 +156,9 @@ def _csv(path: Path, rows: list[dict]) -> None:
 
 
 def _banners(summary: dict) -> str:
-    """Red boxes above everything: a saturated generator (each worker and its figures) and the
-    failed thresholds. Neither may be missed by someone who only glances at the page."""
+    """Red boxes above everything: a saturated generator (each worker and its figures), a backend
+    that was the bottleneck (its struggling functions), the failed thresholds. None may be missed
+    by someone who only glances at the page."""
     boxes = []
     workers = saturated_workers(summary)
     if workers:
@@ -162,6 +167,14 @@ def _banners(summary: dict) -> str:
         boxes.append(
             f'<div class="alarm"><strong>Load generator saturated</strong>: these figures measure '
             f"the load tester, not the backend.<ul>{items}</ul>Rule: {rule}.</div>"
+        )
+    if summary.get("bottleneck") == "backend":
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in evidence(summary))
+        rule = html.escape(summary["bottleneck_evidence"]["rule"])
+        boxes.append(
+            f'<div class="alarm"><strong>The backend was the bottleneck</strong>: its functions '
+            f"slowed down or failed while the load generator stayed healthy.<ul>{items}</ul>"
+            f"Rule: {rule}.</div>"
         )
     failed = [t for t in summary.get("thresholds") or [] if not t["ok"]]
     if failed:
