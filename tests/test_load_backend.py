@@ -104,3 +104,30 @@ def _stop_for(pid: int, seconds: float) -> None:
         threading.Event().wait(seconds)
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def test_bots_present_follow_the_stages_up_and_down(tmp_path):
+    config = LoadConfig(meetings=2, participants=3, stages=((3, 6), (4, 6), (3, 2)))
+    result = run_load(config, workers=0, quiet=True)
+    up, hold, down = result.summary["stages"]
+    assert [s["target"] for s in (up, hold, down)] == [6, 6, 2]
+    assert hold["present_max"] == 6 and up["present_max"] <= 6
+    assert abs(down["present_end"] - 2) <= 1  # bots 0-2 leave with the last stage's end
+    assert result.summary["success_rate"] == 100.0
+    left = {r.bot: r.left_at or 0.0 for r in result.records}
+    assert left[5] < left[4] < left[3] < min(left[0], left[1], left[2])  # newest first
+    assert hold["functions_p95_ms"] or up["functions_p95_ms"]
+    assert "present at end" in table(result.summary)
+    write(result, tmp_path)
+
+
+def test_churned_bots_leave_and_rejoin_with_a_new_session_and_are_counted():
+    config = LoadConfig(meetings=1, participants=3, duration=8, churn=40)
+    result = run_load(config, workers=0, quiet=True)
+    churn = result.summary["churn"]
+    assert churn["left_and_rejoined"] >= 1
+    assert churn["rejoins"] == churn["left_and_rejoined"]
+    rejoined = [r for r in result.records if r.stay > 0]
+    assert rejoined and all(r.ok and "connected" in r.phases for r in rejoined)
+    assert result.summary["bots"] == 3 + len(rejoined)  # each join counts, as any other
+    assert result.summary["success_rate"] == 100.0

@@ -8,6 +8,7 @@ reach) and with which code (the ConnvoError code, the exception class, or ICE_FA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -43,18 +44,30 @@ AUDIO_FPS = 50  # 20 ms Opus frames
 class MeetingState:
     """What the bots of one meeting know of each other (they always share a worker)."""
 
-    def __init__(self, plan: MeetingPlan) -> None:
+    def __init__(self, plan: MeetingPlan, t0: float = 0.0) -> None:
         self.plan = plan
+        self.t0 = t0
         self.records: dict[int, BotRecord] = {}
+        """Each bot's latest stay."""
 
     def expected_peers(self, me: int) -> int:
-        """Everyone else, less those who failed before having a session (nobody to connect to)."""
+        """Everyone else (with stages: scheduled to be present now), less those who failed
+        before having a session (nobody to connect to)."""
+        now = time.time() - self.t0
+        others = [
+            spec.index
+            for spec in self.plan.bots
+            if spec.index != me
+            and (spec.stays is None or any(a <= now < (b or 0.0) for a, b in spec.stays))
+        ]
         gone = sum(
             1
-            for i, r in self.records.items()
-            if i != me and r.failure_phase is not None and "session_created" not in r.phases
+            for i in others
+            if (r := self.records.get(i)) is not None
+            and r.failure_phase is not None
+            and "session_created" not in r.phases
         )
-        return len(self.plan.bots) - 1 - gone
+        return len(others) - gone
 
 
 class LoadBot:
@@ -66,13 +79,18 @@ class LoadBot:
         worker: str,
         http: LoadHTTP,
         calls: CallLog,
+        stay: tuple[float, float | None] | None = None,
+        rejoin: int = 0,
     ) -> None:
+        """`stay`: (join, leave) seconds from the start (leave None: `duration` once connected);
+        default the spec's first. `rejoin`: how many stays of this user came before."""
         self.spec = spec
         self.meeting = meeting
         self.config = config
+        self.stay = stay or spec.schedule()[0]
         plan = meeting.plan
         self.record = BotRecord(bot=spec.index, meeting=spec.meeting, meeting_id=plan.meeting_id)
-        self.record.worker = worker
+        self.record.worker, self.record.stay = worker, rejoin
         meeting.records[spec.index] = self.record
         self.room = Room(
             plan.url,
@@ -104,9 +122,22 @@ class LoadBot:
         self._unreachable: set[tuple[str, str]] = set()
         """(userId, sessionId) of the peers the room dropped as unreachable."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._churn = asyncio.Event()
+        self.ends_at: float | None = None
+        """Epoch s when the stay is to end, once it started."""
+
+    def churn(self) -> None:
+        """Leave now, to rejoin (`--churn`): the record says so."""
+        self.record.churned = True
+        self._churn.set()
+
+    @property
+    def staying(self) -> bool:
+        """Connected to everyone and staying, not leaving yet."""
+        return self.ends_at is not None and not self._churn.is_set() and self.record.left_at is None
 
     async def run(self, t0: float) -> BotRecord:
-        await asyncio.sleep(max(0.0, t0 + self.spec.start_offset - time.time()))
+        await asyncio.sleep(max(0.0, t0 + self.stay[0] - time.time()))
         record = self.record
         record.started_at = time.time()
         watcher = asyncio.create_task(self._watch(self.room.events()))
@@ -114,7 +145,7 @@ class LoadBot:
             await self._join_and_wait()
             if record.ok:
                 await self._chat()
-                await self._stay()
+                await self._stay(t0)
                 self._judge()
                 self._collect()
             if self.room.stats().replaced:  # two runs sharing tokens: each user is one participant
@@ -138,7 +169,7 @@ class LoadBot:
             await asyncio.sleep(CHECK_EVERY)
             self._note_phases()
             self._streams()  # a peer may die before the stay: its streams are still counted
-        self.record.ok = True
+        self.record.ok, self.record.ready_at = True, time.time()
 
     def _ready(self) -> bool:
         self._note_phases()
@@ -204,11 +235,15 @@ class LoadBot:
             await self.room.send_chat(f"hello from bot {self.spec.index}")
             self.record.chat_sent = 1
 
-    async def _stay(self) -> None:
-        """The bot's stay, its QoE sampled every QOE_EVERY seconds for the report's plot."""
-        end = time.monotonic() + self.config.duration
-        while (left := end - time.monotonic()) > 0:
-            await asyncio.sleep(min(QOE_EVERY, left))
+    async def _stay(self, t0: float) -> None:
+        """The bot's stay, its QoE sampled every QOE_EVERY seconds for the report's plot; until
+        the stay's end, or a churn."""
+        leave = self.stay[1]
+        self.ends_at = time.time() + self.config.duration if leave is None else t0 + leave
+        while (left := self.ends_at - time.time()) > 0 and not self._churn.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(QOE_EVERY, left)):
+                    await self._churn.wait()
             streams = self._streams()
             moses = [q.mos() for _, q in streams if q.kind == "audio"]
             known = [m for m in moses if m is not None]

@@ -6,6 +6,8 @@ video freezes), and the backend: each function's latency and errors over time.""
 from __future__ import annotations
 
 import io
+import itertools
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -22,12 +24,16 @@ FUNCTIONS_SHOWN = 8
 
 
 def figure(
-    records: list[BotRecord], usage: list[Usage], started_at: float, calls: list[Call]
+    records: list[BotRecord],
+    usage: list[Usage],
+    started_at: float,
+    calls: list[Call],
+    stages: Sequence[tuple[float, int]] = (),
 ) -> bytes:
     """All the plots in one PNG, 4 x 2."""
     fig, axes = plt.subplots(4, 2, figsize=(13, 16.5), dpi=90)
     phases(axes[0][0], records)
-    connected(axes[0][1], records, started_at)
+    connected(axes[0][1], records, started_at, stages)
     load(axes[1][0], usage, started_at)
     quality(axes[1][1], records)
     experience(axes[2][0], records, started_at)
@@ -53,11 +59,14 @@ def phases(ax, records: list[BotRecord]) -> None:
     ax.grid(axis="x", alpha=0.3)
 
 
-def connected(ax, records: list[BotRecord], started_at: float) -> None:
+def connected(
+    ax, records: list[BotRecord], started_at: float, stages: Sequence[tuple[float, int]]
+) -> None:
+    """Bots present (connected to everyone) over time; with stages, the targets they follow."""
     events: list[tuple[float, int]] = []
     for r in records:
-        if r.connected_at is not None:
-            events.append((r.connected_at - started_at, 1))
+        if r.ready_at is not None:
+            events.append((r.ready_at - started_at, 1))
             if r.left_at is not None:
                 events.append((r.left_at - started_at, -1))
     events.sort()
@@ -66,9 +75,13 @@ def connected(ax, records: list[BotRecord], started_at: float) -> None:
         now += step
         times.append(at)
         counts.append(now)
-    ax.step(times, counts, where="post")
+    ax.step(times, counts, where="post", label="present")
+    if stages:
+        ends = list(itertools.accumulate(seconds for seconds, _ in stages))
+        ax.plot([0.0, *ends], [0, *(t for _, t in stages)], "--", color="gray", label="target")
+        ax.legend(fontsize="small")
     failed = sum(not r.ok for r in records)
-    ax.set_title(f"Participants connected ({len(records)} bots, {failed} failed)")
+    ax.set_title(f"Participants present ({len(records)} bots, {failed} failed)")
     ax.set_xlabel("s since start")
     ax.grid(alpha=0.3)
 

@@ -42,6 +42,10 @@ class BotRecord:
     meeting: int
     meeting_id: str
     worker: str = ""
+    stay: int = 0
+    """0 for the user's first join, then one more for each rejoin (stages, churn)."""
+    churned: bool = False
+    """This stay ended by `--churn`: the user left to rejoin at once."""
     user_id: str = ""
     started_at: float = 0.0
     """Wall clock (epoch s) of the join start."""
@@ -60,6 +64,8 @@ class BotRecord:
     audio_bytes: int = 0
     video_frames: int = 0
     video_bytes: int = 0
+    ready_at: float | None = None
+    """Wall clock (epoch s) when it was connected to everyone expected: present from then."""
     left_at: float | None = None
     signals: str = ""
     """How signals reached the bot at the end: "push" (its sync socket) or "poll"."""

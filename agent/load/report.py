@@ -58,6 +58,12 @@ def table(summary: dict, color: bool = False) -> str:
     for failure, count in sorted(summary["failures"].items()):
         lines.append(f"failed: {count} x {failure}")
     lines += _functions(summary.get("backend") or {})
+    lines += _stages(summary.get("stages") or [])
+    churn = summary.get("churn") or {}
+    if churn.get("per_min"):
+        lines.append(
+            f"churn {churn['per_min']:g}/min: {churn['left_and_rejoined']} left and rejoined"
+        )
     return "\n".join(lines + _health(summary, color) + _thresholds(summary, color))
 
 
@@ -75,6 +81,19 @@ def _functions(backend: dict) -> list[str]:
     push = backend.get("push_delay_ms") or {}
     if push.get("count"):
         lines.append(f"{'pushed signals (delay)':28} {push['count']:>6} {_cells(push)}")
+    return lines
+
+
+def _stages(stages: list[dict]) -> list[str]:
+    """A line per stage: its target and the bots present at its end and at most."""
+    if not stages:
+        return []
+    lines = ["", f"{'stage':18} {'target':>6} {'present at end':>15} {'most present':>13}"]
+    for i, stage in enumerate(stages, 1):
+        name = f"{i}: {stage['duration_s']:g} s"
+        lines.append(
+            f"{name:18} {stage['target']:>6} {stage['present_end']:>15} {stage['present_max']:>13}"
+        )
     return lines
 
 
@@ -140,7 +159,8 @@ def write(result: LoadResult, directory: Path) -> list[Path]:
     paths["bots.json"].write_text(json.dumps([asdict(r) for r in result.records], indent=1))
     _csv(paths["bots.csv"], [r.as_row() for r in result.records])
     _csv(paths["usage.csv"], [asdict(u) for u in result.usage])
-    png = figure(result.records, result.usage, result.started_at, result.calls)
+    stages = result.summary["config"].get("stages") or ()
+    png = figure(result.records, result.usage, result.started_at, result.calls, stages)
     paths["report.html"].write_text(page(result.summary, result.records, png))
     return list(paths.values())
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.load import backend
+from agent.load import backend, stages
 from agent.load.backend import Call
 from agent.load.config import LoadConfig, MeetingPlan, plan_meetings, split
 from agent.load.live import LiveMetrics
@@ -128,6 +128,8 @@ def _run(
     calls = sorted((c for res in results for c in res.calls), key=lambda c: c[0])
     summary = summarize(records, usage, config.as_json(), loop_lag)
     backend.apply(summary, calls, records, started)
+    if config.stages:
+        summary["stages"] = stages.summary(config.stages, records, calls, started)
     return LoadResult(records, usage, summary, started, calls)
 
 
