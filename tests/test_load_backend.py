@@ -9,8 +9,10 @@ import os
 import signal
 import threading
 
+from agent.load import backend
 from agent.load.backend import short
 from agent.load.config import LoadConfig
+from agent.load.health import LagSample
 from agent.load.live import LiveMetrics
 from agent.load.report import table, write
 from agent.load.runner import Target, run_load
@@ -96,6 +98,19 @@ def test_a_backend_stopped_for_3_s_mid_ramp_is_named_the_bottleneck(tmp_path):
     assert "bottleneck: the BACKEND" in table(summary)
     write(result, tmp_path / "report")
     assert "The backend was the bottleneck" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_calls_slowed_by_the_generators_own_loop_do_not_blame_the_backend():
+    path, t = "meetings/webrtc/index/createWebRTCSession", 1000.0
+    slow = [(t + 5, path, 3000.0, None), (t + 5.1, path, 2900.0, None)]
+    summary: dict = {"generator": {"saturated": False}}
+    stalled = {"w": [LagSample(t + 4.9, 2800.0)]}  # the worker's loop woke 2.8 s late
+    backend.apply(summary, {"w": slow}, stalled, [], t)
+    assert summary["bottleneck"] is None
+    assert summary["bottleneck_evidence"]["excused_calls"] == 2
+    backend.apply(summary, {"w": slow}, {"w": [LagSample(t + 4.9, 3.0)]}, [], t)
+    assert summary["bottleneck"] == "backend"
+    assert summary["bottleneck_evidence"]["functions"][path]["from_s"] == 5
 
 
 def _stop_for(pid: int, seconds: float) -> None:

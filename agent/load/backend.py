@@ -10,9 +10,11 @@ tuples of all workers.
 
 from __future__ import annotations
 
+import bisect
 import time
 from typing import Any
 
+from agent.load.health import LagSample
 from agent.load.metrics import distribution
 from agent.load.records import BotRecord
 from agent.media.qoe import nearest_rank
@@ -27,7 +29,8 @@ RULE = (
     f"the backend is the bottleneck when the generator stayed healthy and, in some second of the "
     f"run, more than {SLOW_SHARE:.0%} (and at least {SLOW_CALLS}) of one function's calls that "
     f"ended then took over {SLOW_MS:.0f} ms, or one failed with "
-    f"{', '.join(CAPACITY_ERRORS)}; the generator is when a worker was saturated"
+    f"{', '.join(CAPACITY_ERRORS)}, unless its worker's own event loop was late by half the "
+    f"call's time during it; the generator is when a worker was saturated"
 )
 
 Call = tuple[float, str, float, str | None]
@@ -90,20 +93,42 @@ def _function(calls: list[Call], started_at: float) -> dict[str, Any]:
 
 
 def apply(
-    summary: dict[str, Any], calls: list[Call], records: list[BotRecord], started_at: float
+    summary: dict[str, Any],
+    calls: dict[str, list[Call]],
+    loop_lag: dict[str, list[LagSample]],
+    records: list[BotRecord],
+    started_at: float,
 ) -> None:
-    """Adds the backend's figures to a run's summary (agent.load.metrics.summarize)."""
-    by_function = functions(calls, started_at)
+    """Adds the backend's figures and the bottleneck to a run's summary (after
+    agent.load.metrics.summarize); `calls` and `loop_lag` by worker."""
+    every = [c for of in calls.values() for c in of]
+    by_function = functions(every, started_at)
     summary["backend"] = {
-        "calls": len(calls),
+        "calls": len(every),
         "errors": sum(sum(f["errors"].values()) for f in by_function.values()),
         "functions": by_function,
         "push_delay_ms": distribution([ms for r in records for _, ms in r.push_delays]),
     }
-    strained = struggling(calls, started_at)
+    judged = [c for w, of in calls.items() for c in of if not _late(c, loop_lag.get(w, []))]
+    strained = struggling(judged, started_at)
     saturated = summary.get("generator", {}).get("saturated", False)
     summary["bottleneck"] = "generator" if saturated else "backend" if strained else None
-    summary["bottleneck_evidence"] = {"functions": strained, "rule": RULE}
+    summary["bottleneck_evidence"] = {
+        "functions": strained,
+        "excused_calls": len(every) - len(judged),
+        "rule": RULE,
+    }
+
+
+def _late(call: Call, lag: list[LagSample]) -> bool:
+    """A slow call during which its worker's own loop was late by half its time or more: the
+    generator's doing, not the backend's."""
+    end, _, ms, _ = call
+    if ms <= SLOW_MS:
+        return False
+    start = bisect.bisect_left(lag, end - ms / 1000, key=lambda s: s.at)
+    stop = bisect.bisect_right(lag, end, key=lambda s: s.at)
+    return max((s.lag_ms for s in lag[start:stop]), default=0.0) >= ms / 2
 
 
 def struggling(calls: list[Call], started_at: float) -> dict[str, dict[str, Any]]:

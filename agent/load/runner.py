@@ -125,12 +125,13 @@ def _run(
     records = sorted((r for res in results for r in res.records), key=lambda r: r.bot)
     usage = [u for res in results for u in res.usage]
     loop_lag = {res.worker: res.loop_lag for res in results}
-    calls = sorted((c for res in results for c in res.calls), key=lambda c: c[0])
+    calls = {res.worker: res.calls for res in results}
     summary = summarize(records, usage, config.as_json(), loop_lag)
-    backend.apply(summary, calls, records, started)
+    backend.apply(summary, calls, loop_lag, records, started)
+    every = sorted((c for of in calls.values() for c in of), key=lambda c: c[0])
     if config.stages:
-        summary["stages"] = stages.summary(config.stages, records, calls, started)
-    return LoadResult(records, usage, summary, started, calls)
+        summary["stages"] = stages.summary(config.stages, records, every, started)
+    return LoadResult(records, usage, summary, started, every)
 
 
 def _execute(
