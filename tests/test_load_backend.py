@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
+
+import pytest
 
 from agent.load import backend
 from agent.load.backend import short
@@ -16,6 +20,8 @@ from agent.load.health import LagSample
 from agent.load.live import LiveMetrics
 from agent.load.report import table, write
 from agent.load.runner import Target, run_load
+from agent.load.stages import parse as parse_stages
+from agent.load.stages import stays
 from agent.load.thresholds import apply, parse
 from signaling.devserver.process import DevServer
 
@@ -134,6 +140,35 @@ def test_bots_present_follow_the_stages_up_and_down(tmp_path):
     assert hold["functions_p95_ms"] or up["functions_p95_ms"]
     assert "present at end" in table(result.summary)
     write(result, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("stage", "says"),
+    [
+        ("10s:5", "a target of 5 is above --meetings x --participants (4)"),
+        ("10x:2", "'10x:2' is not DURATION:TARGET"),
+    ],
+)
+def test_a_stage_beyond_the_meetings_or_malformed_is_one_line_and_exit_2(stage: str, says: str):
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "load", "--meetings", "2", "--participants", "2",
+         "--stage", f"1s:1,{stage}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and says in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_stages_are_a_line_through_the_targets_and_bots_leave_newest_first():
+    stages = parse_stages("2s:4,1m:4,2s:1")
+    assert stages == ((2.0, 4), (60.0, 4), (2.0, 1))
+    assert [stays(stages, i) for i in range(5)] == [
+        ((0.0, 64.0),),
+        ((0.5, 64.0),),
+        ((1.0, 62.0 + 4 / 3),),  # the line falls 1.5 a second from 4 at 62 s
+        ((1.5, 62.0 + 2 / 3),),
+        (),
+    ]
 
 
 def test_churned_bots_leave_and_rejoin_with_a_new_session_and_are_counted():
