@@ -5,7 +5,8 @@ Every call of every bot goes through one seam, `ConvexClient.run` (the typed cli
 whichever transport), which tells an observer its path, duration and error code. A worker's
 `CallLog` keeps each call as one small tuple (a few per bot and second at most) and each bot
 counts its own per function (BotRecord.functions); the summary's `backend` is made from the
-tuples of all workers.
+tuples of all workers, and its `bottleneck` from them and the workers' loop lag (RULE): a call
+is only the backend's fault when the bot's own loop was not what kept it waiting.
 """
 
 from __future__ import annotations
