@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,7 +49,10 @@ class SignalPump:
         *,
         counters: Counters,
         pushed: Subscription | None = None,
+        clock_offset_ms: float = 0.0,
     ) -> None:
+        """`clock_offset_ms`: the backend's clock less ours, to time pushed signals
+        (Counters.push_delays)."""
         self._api = api
         self._meeting_id = meeting_id
         self._handle = handle
@@ -59,6 +63,7 @@ class SignalPump:
         self._seen: OrderedDict[str, bool] = OrderedDict()  # id -> marked processed
         self._counters = counters
         self._pushed_seen = 0  # the subscription's `updates` last handled
+        self._clock_offset_ms = clock_offset_ms
 
     def nudge(self) -> None:
         self._wake.set()
@@ -104,14 +109,16 @@ class SignalPump:
         if sub.updates != self._pushed_seen:  # a nudge wakes the pump too: count results only
             self._pushed_seen = sub.updates
             self._counters.signals_pushed += 1
-        return await self._take(sub.value)
+        return await self._take(sub.value, pushed=True)
 
-    async def _take(self, signals: list[Signal]) -> int:
+    async def _take(self, signals: list[Signal], pushed: bool = False) -> int:
         """Hands over the signals not seen before, in order, then marks what is not marked yet
         (a failed mark is retried with the next page: the signal comes back until marked)."""
         unmarked: list[str] = []
         for signal in signals:
             if signal.id not in self._seen:
+                if pushed:
+                    self._time_push(signal)
                 self._remember(signal.id)
                 try:
                     await self._handle(signal)
@@ -125,6 +132,11 @@ class SignalPump:
                 if signal_id in self._seen:
                     self._seen[signal_id] = True
         return len(signals)
+
+    def _time_push(self, signal: Signal) -> None:
+        now = time.time()
+        delay = 1000 * now + self._clock_offset_ms - signal.timestamp
+        self._counters.push_delays.append((now, delay))
 
     def _remember(self, signal_id: str) -> None:
         self._seen[signal_id] = False

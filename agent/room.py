@@ -167,6 +167,7 @@ class Room:
             replaced=self._replaced_by is not None,
             failures_reported=counters.failures_reported,
             ice_restarts=counters.ice_restarts,
+            push_delays=tuple(counters.push_delays),
             join_started=self._join_started,
             connected_at=self._timeline.get("connected"),
             quality=MappingProxyType(dict(mesh.quality) if mesh is not None else {}),
@@ -269,6 +270,7 @@ class Room:
             self.settings.poll,
             counters=self._counters,
             pushed=self._pushed_signals,
+            clock_offset_ms=local.clock_offset_ms,
         )
         self._background.spawn(self._pump.run())
         await mesh.discover(sessions)

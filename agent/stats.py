@@ -28,6 +28,9 @@ class Counters:
     failures_reported: int = 0
     """handleConnectionFailure calls."""
     ice_restarts: int = 0
+    push_delays: list[tuple[float, float]] = field(default_factory=list)
+    """(epoch s, ms) per pushed signal: from the backend storing it (its `timestamp`, on the
+    backend's clock, shifted by the offset read off the session's createdAt) to its handling."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class RoomStats:
     """A newer session of this user took over; the room left by itself."""
     failures_reported: int
     ice_restarts: int
+    push_delays: tuple[tuple[float, float], ...]
+    """Counters.push_delays."""
     join_started: float | None
     """time.monotonic() when the join started."""
     connected_at: float | None

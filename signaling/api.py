@@ -6,7 +6,7 @@ from typing import Any
 
 from signaling import functions as fn
 from signaling import models as m
-from signaling.client import DEFAULT_RETRY, ConvexClient, RetryPolicy, Transport
+from signaling.client import DEFAULT_RETRY, CallObserver, ConvexClient, RetryPolicy, Transport
 from signaling.functions import Function
 
 
@@ -21,8 +21,11 @@ class ConnvoAPI:
         http: Transport | None = None,
         ca_file: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        observe: CallObserver | None = None,
     ) -> None:
-        self.client = ConvexClient(url, token, http=http, ca_file=ca_file, retry=retry)
+        self.client = ConvexClient(
+            url, token, http=http, ca_file=ca_file, retry=retry, observe=observe
+        )
 
     def __repr__(self) -> str:
         return f"ConnvoAPI({self.client!r})"

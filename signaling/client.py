@@ -20,9 +20,10 @@ import asyncio
 import json
 import logging
 import random
+import time
 import weakref
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,10 +34,13 @@ from signaling.convention import MAX_ANSWER_BYTES
 from signaling.errors import (
     AnswerTooLarge,
     ApplicationError,
+    ConnvoError,
     RateLimitExceeded,
     SchemaError,
+    Timeout,
     TransportError,
     Unauthorized,
+    error_code,
 )
 from signaling.functions import Function
 from signaling.sync import SyncClient
@@ -57,6 +61,11 @@ log = logging.getLogger(__name__)
 class Answer:
     status: int
     body: bytes
+
+
+CallObserver = Callable[[str, float, "str | None"], None]
+"""Told of every call `ConvexClient.run` ends: the function's path, the seconds the caller waited
+(retries included), and None or the failure's `error_code`. Load bots count their calls so."""
 
 
 class Transport(Protocol):
@@ -105,9 +114,11 @@ class HttpxTransport:
                 f"cannot connect to {origin_of(url)}", sent=False
             ) from None
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as e:  # no byte of the request went out
-            raise HTTPFailure(f"timed out ({type(e).__name__})", sent=False) from None
+            raise HTTPFailure(
+                f"timed out ({type(e).__name__})", sent=False, error=Timeout
+            ) from None
         except httpx.TimeoutException as e:
-            raise HTTPFailure(f"timed out ({type(e).__name__})", sent=True) from None
+            raise HTTPFailure(f"timed out ({type(e).__name__})", sent=True, error=Timeout) from None
         except httpx.HTTPError as e:
             raise HTTPFailure(type(e).__name__, sent=True) from None
 
@@ -172,14 +183,16 @@ class ConvexClient:
         http: Transport | None = None,
         ca_file: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        observe: CallObserver | None = None,
     ) -> None:
         """`http`: a transport of the caller's (else the shared pool for `ca_file`, the CA
-        bundle; None: $SSL_CERT_FILE, else certifi's)."""
+        bundle; None: $SSL_CERT_FILE, else certifi's). `observe`: told of every call."""
         self.url = url.rstrip("/")
         self._token = token
         self._http = http
         self._ca_file = ca_file
         self.retry = retry
+        self._observe = observe
 
     def __repr__(self) -> str:
         return f"ConvexClient({self.url!r}, token={'***' if self._token else None})"
@@ -196,6 +209,18 @@ class ConvexClient:
 
     async def run(self, path: str, args: dict[str, Any], *, retry_safe: bool = False) -> Any:
         """Run any function path with raw args; answers the unwrapped `value`."""
+        if self._observe is None:
+            return await self._run(path, args, retry_safe)
+        start = time.monotonic()
+        try:
+            value = await self._run(path, args, retry_safe)
+        except ConnvoError as e:
+            self._observe(path, time.monotonic() - start, error_code(e))
+            raise
+        self._observe(path, time.monotonic() - start, None)
+        return value
+
+    async def _run(self, path: str, args: dict[str, Any], retry_safe: bool) -> Any:
         for attempt in range(self.retry.attempts):
             try:
                 return await self._once(path, args)

@@ -5,6 +5,7 @@
     │   ├── Unauthorized, Forbidden, NotFound, InvalidArgs, MeetingNotActive,
     │   └── InsufficientPermissions, RateLimitExceeded
     ├── TransportError        the call did not complete: refused, timeout, 5xx, not JSON
+    │   ├── Timeout           no answer in time (load reports count it apart)
     │   └── TLSError, AnswerTooLarge   never retried: they would fail the same way again
     └── SchemaError           an answer (or our own args) did not match the published shape
 
@@ -111,6 +112,10 @@ class TransportError(ConnvoError):
         super().__init__(f"{function}: {reason}")
 
 
+class Timeout(TransportError):
+    """No connection or no answer in time: a slow or stalled server, or a lost path."""
+
+
 class TLSError(TransportError):
     """No verified TLS connection: the server's certificate did not verify against the CA
     bundle, or the server does not speak TLS. Nothing was sent, so no token left this machine."""
@@ -144,3 +149,11 @@ class SchemaError(ConnvoError):
         super().__init__(
             f"{function}: {direction} does not match the schema at {field!r}: {problem}"
         )
+
+
+def error_code(error: ConnvoError) -> str:
+    """What a load report counts a failed call as: the backend's code for a refusal, TIMEOUT,
+    else the class (TransportError, TLSError, AnswerTooLarge, SchemaError)."""
+    if isinstance(error, ApplicationError):
+        return error.code
+    return "TIMEOUT" if isinstance(error, Timeout) else type(error).__name__

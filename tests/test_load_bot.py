@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from agent.load.backend import CallLog
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
 from agent.load.http import LoadHTTP
 from agent.load.loadbot import BotRecord, LoadBot, MeetingState
@@ -36,7 +37,7 @@ async def load_bot(
     spec = BotSpec(0, 0, meeting[0].token, 0.0)
     plan = MeetingPlan(0, meeting.id, backend.url, (spec, BotSpec(1, 0, "", 0.0)))
     http = LoadHTTP(None)
-    bot = LoadBot(spec, MeetingState(plan), config, "test", http)
+    bot = LoadBot(spec, MeetingState(plan), config, "test", http, CallLog())
     bot.room.settings = dataclasses.replace(bot.room.settings, dead_after=2, quality_interval=0.5)
     try:
         run = asyncio.create_task(bot.run(time.time()))

@@ -41,6 +41,19 @@ def arguments(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="bots joining per second",
     )
+    p.add_argument(
+        "--stage",
+        dest="stages",
+        type=values.stages,
+        metavar="DURATION:TARGET[,...]",
+        help="bots present follow each target linearly, e.g. 30s:100,2m:100,30s:0 (not --ramp)",
+    )
+    p.add_argument(
+        "--churn",
+        type=values.seconds(zero=True, unit="bots per minute"),
+        metavar="PER_MIN",
+        help="that many present bots a minute leave and rejoin at once",
+    )
     p.add_argument("--media", choices=["none", "audio", "video", "av"], default="none")
     p.add_argument("--video-size", type=values.video_size, default=(320, 240), metavar="WxH")
     p.add_argument("--fps", type=values.count(1, 60), default=15)
@@ -129,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
     from agent.load.thresholds import apply
 
     config = fill(LoadConfig, args)
+    if config.stages and max(t for _, t in config.stages) > config.bots:
+        top = max(t for _, t in config.stages)
+        raise UsageError(
+            f"--stage: a target of {top} is above --meetings x --participants ({config.bots})"
+        )
     target = _deployment(args, config)
     if args.metrics_host and args.metrics_port is None:
         raise UsageError("--metrics-host goes with --metrics-port")

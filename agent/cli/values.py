@@ -270,6 +270,16 @@ def threshold(text: str) -> Threshold:
         raise Bad(str(e)) from None
 
 
+def stages(text: str) -> tuple[tuple[float, int], ...]:
+    """--stage's `DURATION:TARGET[,...]` (agent.load.stages)."""
+    from agent.load.stages import parse
+
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise Bad(str(e)) from None
+
+
 def writable_dir(path: str) -> Path:
     """A directory that is there or can be made: files go in it."""
     directory = Path(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from agent.load.stages import stays
 from agent.media.impair import Impairment
 
 MEDIA = {"none": (), "audio": ("audio",), "video": ("video",), "av": ("audio", "video")}
@@ -50,6 +51,11 @@ class LoadConfig:
     placement: Literal["pack", "spread"] = "pack"
     """pack: whole meetings per worker; spread: a meeting's bots over workers of different nodes
     (agent.load.placement)."""
+    stages: tuple[tuple[float, int], ...] = ()
+    """(seconds, target) each: bots present follow the target line (agent.load.stages), instead
+    of joining at `ramp` and staying `duration`."""
+    churn: float = 0.0
+    """Present bots a minute that leave and rejoin at once (a new session, the same user)."""
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -58,6 +64,11 @@ class LoadConfig:
     @property
     def bots(self) -> int:
         return self.meetings * self.participants
+
+    @property
+    def staged_s(self) -> float:
+        """The stages' length in seconds (0 without)."""
+        return sum(seconds for seconds, _ in self.stages)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -72,6 +83,12 @@ class BotSpec:
     token: str = field(repr=False)
     start_offset: float
     """Seconds after the run's start time at which this bot joins."""
+    stays: tuple[tuple[float, float | None], ...] | None = None
+    """(join, leave) seconds after the start, each a new session; leave None: `duration` after
+    connected. None: one, from `start_offset` (no stages); () never present."""
+
+    def schedule(self) -> tuple[tuple[float, float | None], ...]:
+        return self.stays if self.stays is not None else ((self.start_offset, None),)
 
 
 @dataclass(frozen=True)
@@ -103,21 +120,26 @@ def plan_meetings(
     tokens: list[str],
     ca_file: str | None = None,
 ) -> list[MeetingPlan]:
-    """Meeting by meeting, bot by bot at `ramp` per second, so meetings fill one after another."""
+    """Meeting by meeting, bot by bot at `ramp` per second (or as the stages say), so meetings
+    fill one after another."""
     n = config.participants
     return [
         MeetingPlan(
             index=m,
             meeting_id=meeting_id,
             url=url,
-            bots=tuple(
-                BotSpec(m * n + i, m, tokens[m * n + i], (m * n + i) / config.ramp)
-                for i in range(n)
-            ),
+            bots=tuple(_spec(config, m * n + i, m, tokens[m * n + i]) for i in range(n)),
             ca_file=ca_file,
         )
         for m, meeting_id in enumerate(meeting_ids)
     ]
+
+
+def _spec(config: LoadConfig, index: int, meeting: int, token: str) -> BotSpec:
+    if not config.stages:
+        return BotSpec(index, meeting, token, index / config.ramp)
+    mine = stays(config.stages, index)
+    return BotSpec(index, meeting, token, mine[0][0] if mine else 0.0, mine)
 
 
 def split(plans: list[MeetingPlan], workers: int) -> list[list[MeetingPlan]]:

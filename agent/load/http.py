@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from signaling.client import Answer, HTTPFailure, tls_context, tls_failure, too_large
+from signaling.errors import Timeout
 
 MAX_CONNECTIONS = 64
 IDLE_FOR = 4.0
@@ -106,7 +107,9 @@ class LoadHTTP:
                 return await _read_answer(connection.reader, limit)
         except TimeoutError:
             connection.close()
-            raise HTTPFailure(f"no answer in {self._timeout:g} s", sent=True) from None
+            raise HTTPFailure(
+                f"no answer in {self._timeout:g} s", sent=True, error=Timeout
+            ) from None
         except asyncio.IncompleteReadError as e:
             connection.close()
             if not e.partial:
@@ -139,7 +142,8 @@ class LoadHTTP:
                     host, port, ssl=tls, server_hostname=host if tls else None
                 )
         except TimeoutError:
-            raise HTTPFailure(f"connecting to {host}:{port} timed out", sent=False) from None
+            reason = f"connecting to {host}:{port} timed out"
+            raise HTTPFailure(reason, sent=False, error=Timeout) from None
         except OSError as e:  # ssl.SSLError too: nothing was written before the handshake
             reason = f"cannot connect to {host}:{port} ({e.strerror or type(e).__name__})"
             raise tls_failure(e, f"{host}:{port}") or HTTPFailure(reason, sent=False) from None

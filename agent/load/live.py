@@ -19,6 +19,9 @@ Exported (a private registry, so repeated runs in one process never collide):
   does not report is not exported); and histograms of each bot's QoE over its stay, observed
   once per bot as it finishes: `connvo_load_bot_mos`, `connvo_load_bot_freeze_ratio`,
   `connvo_load_bot_e2e_latency_seconds` (its streams' p95).
+- The backend: `connvo_load_function_seconds{function}`, a histogram of every Convex function
+  call's duration (5 ms .. 30 s), and `connvo_load_function_errors_total{function,code}`, the
+  failed calls by error code (agent.load.backend), both labelled by the function's path.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -36,6 +39,8 @@ from agent.load.records import PHASES
 
 PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
 """Seconds: join phases take tens of ms on loopback and up to the join timeout (30 s) at worst."""
+FUNCTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds: a call answers in milliseconds on loopback, and times out after 10 s (retries more)."""
 
 BOT_STATES = {"joined": "joined", "connected": "connected", "failed": "failed", "left": "done"}
 """Label value -> the `Worker.progress()` key it sums."""
@@ -91,6 +96,19 @@ class LiveMetrics:
         )
         for phase in PHASES:  # every series from 0, so rate() sees the first observations
             self.phases.labels(phase)
+        self.functions = Histogram(
+            "connvo_load_function_seconds",
+            "Duration of each Convex function call of the bots, retries included",
+            ["function"],
+            buckets=FUNCTION_BUCKETS,
+            registry=self.registry,
+        )
+        self.function_errors = Counter(
+            "connvo_load_function_errors",
+            "Failed Convex function calls of the bots, by error code",
+            ["function", "code"],
+            registry=self.registry,
+        )
         self.bot_qoe = {
             key: Histogram(name, text, buckets=buckets, registry=self.registry)
             for key, (name, text, buckets) in BOT_QOE.items()
@@ -129,6 +147,10 @@ class LiveMetrics:
                         self.phases.labels(phase).observe(ms / 1000)
                 for qoe in progress.get("qoe", ()):
                     self._observe_qoe(qoe)
+                for path, ms, error in progress.get("calls", ()):
+                    self.functions.labels(path).observe(ms / 1000)
+                    if error is not None:
+                        self.function_errors.labels(path, error).inc()
 
     def _observe_qoe(self, qoe: Mapping[str, Any]) -> None:
         for key, histogram in self.bot_qoe.items():

@@ -8,6 +8,7 @@ reach) and with which code (the ConnvoError code, the exception class, or ICE_FA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,7 @@ from agent.events import (
     TrackReceived,
 )
 from agent.ice import IceOptions
+from agent.load.backend import CallLog
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
 from agent.load.http import LoadHTTP
 from agent.load.metrics import bot_qoe
@@ -43,30 +45,55 @@ class MeetingState:
     """What the bots of one meeting in this worker know of each other (all of them, unless the
     meeting is spread over workers: then a peer elsewhere that failed early is waited for)."""
 
-    def __init__(self, plan: MeetingPlan) -> None:
+    def __init__(self, plan: MeetingPlan, t0: float = 0.0) -> None:
         self.plan = plan
+        self.t0 = t0
         self.records: dict[int, BotRecord] = {}
+        """Each bot's latest stay."""
 
     def expected_peers(self, me: int) -> int:
-        """Everyone else, less those who failed before having a session (nobody to connect to)."""
+        """Everyone else (with stages: scheduled to be present now), less those who failed
+        before having a session (nobody to connect to)."""
+        now = time.time() - self.t0
+        others = [
+            spec.index
+            for spec in self.plan.bots
+            if spec.index != me
+            and (spec.stays is None or any(a <= now < (b or 0.0) for a, b in spec.stays))
+        ]
         gone = sum(
             1
-            for i, r in self.records.items()
-            if i != me and r.failure_phase is not None and "session_created" not in r.phases
+            for i in others
+            if (r := self.records.get(i)) is not None
+            and r.failure_phase is not None
+            and "session_created" not in r.phases
         )
-        return self.plan.participants - 1 - gone
+        if any(spec.stays is not None for spec in self.plan.bots):
+            return len(others) - gone  # stages pack whole meetings: the plan holds them all
+        return self.plan.participants - 1 - gone  # spread: other workers hold some of them
 
 
 class LoadBot:
     def __init__(
-        self, spec: BotSpec, meeting: MeetingState, config: LoadConfig, worker: str, http: LoadHTTP
+        self,
+        spec: BotSpec,
+        meeting: MeetingState,
+        config: LoadConfig,
+        worker: str,
+        http: LoadHTTP,
+        calls: CallLog,
+        stay: tuple[float, float | None] | None = None,
+        rejoin: int = 0,
     ) -> None:
+        """`stay`: (join, leave) seconds from the start (leave None: `duration` once connected);
+        default the spec's first. `rejoin`: how many stays of this user came before."""
         self.spec = spec
         self.meeting = meeting
         self.config = config
+        self.stay = stay or spec.schedule()[0]
         plan = meeting.plan
         self.record = BotRecord(bot=spec.index, meeting=spec.meeting, meeting_id=plan.meeting_id)
-        self.record.worker = worker
+        self.record.worker, self.record.stay = worker, rejoin
         meeting.records[spec.index] = self.record
         self.room = Room(
             plan.url,
@@ -85,7 +112,9 @@ class LoadBot:
                 discovery_interval=config.discovery_interval,
                 quality_interval=config.quality_interval,
             ),
-            api=ConnvoAPI(plan.url, spec.token, http=http),
+            api=ConnvoAPI(
+                plan.url, spec.token, http=http, observe=calls.observer(self.record.functions)
+            ),
             ca_file=plan.ca_file,
         )
         self._ice_failed = False
@@ -96,9 +125,22 @@ class LoadBot:
         self._unreachable: set[tuple[str, str]] = set()
         """(userId, sessionId) of the peers the room dropped as unreachable."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._churn = asyncio.Event()
+        self.ends_at: float | None = None
+        """Epoch s when the stay is to end, once it started."""
+
+    def churn(self) -> None:
+        """Leave now, to rejoin (`--churn`): the record says so."""
+        self.record.churned = True
+        self._churn.set()
+
+    @property
+    def staying(self) -> bool:
+        """Connected to everyone and staying, not leaving yet."""
+        return self.ends_at is not None and not self._churn.is_set() and self.record.left_at is None
 
     async def run(self, t0: float) -> BotRecord:
-        await asyncio.sleep(max(0.0, t0 + self.spec.start_offset - time.time()))
+        await asyncio.sleep(max(0.0, t0 + self.stay[0] - time.time()))
         record = self.record
         record.started_at = time.time()
         watcher = asyncio.create_task(self._watch(self.room.events()))
@@ -106,7 +148,7 @@ class LoadBot:
             await self._join_and_wait()
             if record.ok:
                 await self._chat()
-                await self._stay()
+                await self._stay(t0)
                 self._judge()
                 self._collect()
             if self.room.stats().replaced:  # two runs sharing tokens: each user is one participant
@@ -130,7 +172,7 @@ class LoadBot:
             await asyncio.sleep(CHECK_EVERY)
             self._note_phases()
             self._streams()  # a peer may die before the stay: its streams are still counted
-        self.record.ok = True
+        self.record.ok, self.record.ready_at = True, time.time()
 
     def _ready(self) -> bool:
         self._note_phases()
@@ -196,11 +238,15 @@ class LoadBot:
             await self.room.send_chat(f"hello from bot {self.spec.index}")
             self.record.chat_sent = 1
 
-    async def _stay(self) -> None:
-        """The bot's stay, its QoE sampled every QOE_EVERY seconds for the report's plot."""
-        end = time.monotonic() + self.config.duration
-        while (left := end - time.monotonic()) > 0:
-            await asyncio.sleep(min(QOE_EVERY, left))
+    async def _stay(self, t0: float) -> None:
+        """The bot's stay, its QoE sampled every QOE_EVERY seconds for the report's plot; until
+        the stay's end, or a churn."""
+        leave = self.stay[1]
+        self.ends_at = time.time() + self.config.duration if leave is None else t0 + leave
+        while (left := self.ends_at - time.time()) > 0 and not self._churn.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(QOE_EVERY, left)):
+                    await self._churn.wait()
             streams = self._streams()
             moses = [q.mos() for _, q in streams if q.kind == "audio"]
             known = [m for m in moses if m is not None]
@@ -283,6 +329,7 @@ class LoadBot:
     async def _leave(self, watcher: asyncio.Task[None]) -> None:
         for task in self._tasks:
             task.cancel()
+        self.record.push_delays = list(self.room.stats().push_delays)
         await self.room.leave()
         self.record.left_at = time.time()
         await asyncio.gather(watcher, *self._tasks, return_exceptions=True)

@@ -52,6 +52,11 @@ def summarize(
             name: distribution([q[name] for q in qualities if name in q])
             for name in ("bitrate", "packetLoss", "latency", "jitter")
         },
+        "churn": {
+            "per_min": config.get("churn", 0.0),
+            "left_and_rejoined": sum(r.churned for r in records),
+            "rejoins": sum(r.stay > 0 for r in records),
+        },
         "signals": {
             "pushed_bots": sum(r.signals == "push" for r in records),
             "polled_bots": sum(r.signals == "poll" for r in records),

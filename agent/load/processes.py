@@ -51,7 +51,9 @@ def _supervise(config, shares, processes, messages, go, start, progress) -> list
     start.value = time.time() + START_DELAY
     go.set()
     last_offset = max(bot.start_offset for share in shares for p in share for bot in p.bots)
-    limit = START_DELAY + last_offset + config.join_timeout + config.duration + 120
+    limit = (
+        START_DELAY + last_offset + config.staged_s + config.join_timeout + config.duration + 120
+    )
     deadline = time.monotonic() + limit
     state: dict[str, dict[str, float]] = {}
     results: list[WorkerResult] = []

@@ -42,6 +42,10 @@ class BotRecord:
     meeting: int
     meeting_id: str
     worker: str = ""
+    stay: int = 0
+    """0 for the user's first join, then one more for each rejoin (stages, churn)."""
+    churned: bool = False
+    """This stay ended by `--churn`: the user left to rejoin at once."""
     user_id: str = ""
     started_at: float = 0.0
     """Wall clock (epoch s) of the join start."""
@@ -60,11 +64,17 @@ class BotRecord:
     audio_bytes: int = 0
     video_frames: int = 0
     video_bytes: int = 0
+    ready_at: float | None = None
+    """Wall clock (epoch s) when it was connected to everyone expected: present from then."""
     left_at: float | None = None
     signals: str = ""
     """How signals reached the bot at the end: "push" (its sync socket) or "poll"."""
     signal_polls: int = 0
     """getPendingSignals calls: billed function calls, none while pushed."""
+    functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per function path the bot called: `calls`, and `errors` by code (agent.load.backend)."""
+    push_delays: list[tuple[float, float]] = field(default_factory=list)
+    """(epoch s, ms) per signal pushed to the bot: from the backend storing it to its handling."""
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per remote user: bitrate (bits/s), packetLoss (%), latency (RTT ms), jitter (ms)."""
     streams: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
@@ -89,8 +99,10 @@ class BotRecord:
 
     def as_row(self) -> dict[str, Any]:
         """One flat CSV row: phases and quality as columns."""
-        skip = ("phases", "quality", "streams", "qoe", "qoe_timeline")
+        skip = ("phases", "quality", "streams", "qoe", "qoe_timeline", "functions", "push_delays")
         row = {k: v for k, v in asdict(self).items() if k not in skip}
+        row["calls"] = sum(f["calls"] for f in self.functions.values())
+        row["call_errors"] = sum(sum(f["errors"].values()) for f in self.functions.values())
         row.update({f"qoe_{k}": self.qoe.get(k) for k in QOE_COLUMNS})
         for phase in PHASES:
             row[f"{phase}_ms"] = self.phases.get(phase)

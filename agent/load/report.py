@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.load import placement
+from agent.load.backend import evidence, short
 from agent.load.health import saturated_workers
 from agent.load.records import PHASES, BotRecord
 
@@ -58,7 +59,48 @@ def table(summary: dict, color: bool = False) -> str:
     lines += placement.lines(summary)
     for failure, count in sorted(summary["failures"].items()):
         lines.append(f"failed: {count} x {failure}")
+    lines += _functions(summary.get("backend") or {})
+    lines += _stages(summary.get("stages") or [])
+    churn = summary.get("churn") or {}
+    if churn.get("per_min"):
+        lines.append(
+            f"churn {churn['per_min']:g}/min: {churn['left_and_rejoined']} left and rejoined"
+        )
     return "\n".join(lines + _health(summary, color) + _thresholds(summary, color))
+
+
+def _functions(backend: dict) -> list[str]:
+    """A line per function the bots called (calls, latency, errors by code), and one for the
+    pushed signals' delay."""
+    functions = backend.get("functions") or {}
+    if not functions:
+        return []
+    lines = ["", f"{'function (ms)':28} {'calls':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}"]
+    for path, f in functions.items():
+        errors = ", ".join(f"{n} {code}" for code, n in sorted(f["errors"].items()))
+        line = f"{short(path):28} {f['calls']:>6} {_cells(f['latency_ms'])}"
+        lines.append(line + (f"  errors: {errors}" if errors else ""))
+    push = backend.get("push_delay_ms") or {}
+    if push.get("count"):
+        lines.append(f"{'pushed signals (delay)':28} {push['count']:>6} {_cells(push)}")
+    return lines
+
+
+def _stages(stages: list[dict]) -> list[str]:
+    """A line per stage: its target and the bots present at its end and at most."""
+    if not stages:
+        return []
+    lines = ["", f"{'stage':18} {'target':>6} {'present at end':>15} {'most present':>13}"]
+    for i, stage in enumerate(stages, 1):
+        name = f"{i}: {stage['duration_s']:g} s"
+        lines.append(
+            f"{name:18} {stage['target']:>6} {stage['present_end']:>15} {stage['present_max']:>13}"
+        )
+    return lines
+
+
+def _cells(d: dict) -> str:
+    return " ".join(f"{d[k]:>7.0f}" for k in ("p50", "p95", "p99", "max"))
 
 
 def _health(summary: dict, color: bool) -> list[str]:
@@ -76,6 +118,10 @@ def _health(summary: dict, color: bool) -> list[str]:
     if generator.get("saturated"):
         verdict = "load generator SATURATED: these figures measure the load tester, not the backend"
         lines += [_red(verdict, color), f"rule: {generator['rule']}"]
+    elif summary.get("bottleneck") == "backend":
+        lines.append(_red("bottleneck: the BACKEND, the generator stayed healthy", color))
+        lines += [_red(f"  {line}", color) for line in evidence(summary)]
+        lines.append(f"rule: {summary['bottleneck_evidence']['rule']}")
     return lines
 
 
@@ -115,7 +161,8 @@ def write(result: LoadResult, directory: Path) -> list[Path]:
     paths["bots.json"].write_text(json.dumps([asdict(r) for r in result.records], indent=1))
     _csv(paths["bots.csv"], [r.as_row() for r in result.records])
     _csv(paths["usage.csv"], [asdict(u) for u in result.usage])
-    png = figure(result.records, result.usage, result.started_at)
+    stages = result.summary["config"].get("stages") or ()
+    png = figure(result.records, result.usage, result.started_at, result.calls, stages)
     paths["report.html"].write_text(page(result.summary, result.records, png))
     return list(paths.values())
 
@@ -131,8 +178,9 @@ def _csv(path: Path, rows: list[dict]) -> None:
 
 
 def _banners(summary: dict) -> str:
-    """Red boxes above everything: a saturated generator (each worker and its figures) and the
-    failed thresholds. Neither may be missed by someone who only glances at the page."""
+    """Red boxes above everything: a saturated generator (each worker and its figures), a backend
+    that was the bottleneck (its struggling functions), the failed thresholds. None may be missed
+    by someone who only glances at the page."""
     boxes = []
     workers = saturated_workers(summary)
     if workers:
@@ -141,6 +189,14 @@ def _banners(summary: dict) -> str:
         boxes.append(
             f'<div class="alarm"><strong>Load generator saturated</strong>: these figures measure '
             f"the load tester, not the backend.<ul>{items}</ul>Rule: {rule}.</div>"
+        )
+    if summary.get("bottleneck") == "backend":
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in evidence(summary))
+        rule = html.escape(summary["bottleneck_evidence"]["rule"])
+        boxes.append(
+            f'<div class="alarm"><strong>The backend was the bottleneck</strong>: its functions '
+            f"slowed down or failed while the load generator stayed healthy.<ul>{items}</ul>"
+            f"Rule: {rule}.</div>"
         )
     failed = [t for t in summary.get("thresholds") or [] if not t["ok"]]
     if failed:

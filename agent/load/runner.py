@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.load import backend, stages
+from agent.load.backend import Call
 from agent.load.config import LoadConfig, MeetingPlan, plan_meetings
 from agent.load.live import LiveMetrics
 from agent.load.metrics import summarize
@@ -58,6 +60,8 @@ class LoadResult:
     usage: list[Usage]
     summary: dict[str, Any]
     started_at: float
+    calls: list[Call] = field(default_factory=list)
+    """Every function call of the bots (agent.load.backend)."""
 
 
 def run_load(
@@ -163,9 +167,14 @@ def _run(
     records = sorted((r for res in results for r in res.records), key=lambda r: r.bot)
     usage = [u for res in results for u in res.usage]
     loop_lag = {res.worker: res.loop_lag for res in results}
+    calls = {res.worker: res.calls for res in results}
     summary = summarize(records, usage, config.as_json(), loop_lag)
     summary["placement"] = nodes(records)
-    return LoadResult(records, usage, summary, started)
+    backend.apply(summary, calls, loop_lag, records, started)
+    every = sorted((c for of in calls.values() for c in of), key=lambda c: c[0])
+    if config.stages:
+        summary["stages"] = stages.summary(config.stages, records, every, started)
+    return LoadResult(records, usage, summary, started, every)
 
 
 def _execute(

@@ -2,7 +2,9 @@
 `success_rate>=99`, `freeze_ratio<0.01`, `mos.p5>3.5`.
 
 An expression is `metric[.stat] op number`, op one of < <= > >= ==. The metric is a join phase
-(`phases_ms`), a media figure (`media`), `success_rate`, or a QoE figure (`qoe`); the stat is a key
+(`phases_ms`), a media figure (`media`), `success_rate`, a QoE figure (`qoe`), or the backend's:
+`backend.NAME` a function's call latency in ms (its path or last name: `createWebRTCSession`),
+`backend.push_delay_ms`, `backend.errors` and `backend.calls` (all functions). The stat is a key
 of that metric's distribution (p50, p95, p99, max, count; mos has p5 and p50). A name that is none
 of these is refused when parsing, like k6 refuses a threshold on an unknown metric. A metric the
 run did not produce (no video, no samples) fails with value None and the reason: a threshold that
@@ -18,7 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.load.backend import find
 from agent.load.records import PHASES
+from signaling.functions import FUNCTIONS
 
 MEDIA = ("bitrate", "packetLoss", "latency", "jitter")
 DISTRIBUTIONS = (*PHASES, *MEDIA, "mos", "e2e_latency_ms", "concealed_ratio")
@@ -28,6 +32,8 @@ STAT = re.compile(r"p\d{1,2}|count|max")
 SECTIONS = ("phases_ms", "media", "qoe")
 """Where a metric name is looked up, after the summary's top level."""
 KNOWN = (*SCALARS, *DISTRIBUTIONS)
+BACKEND_SCALARS = ("errors", "calls")
+BACKEND_FUNCTIONS = {*FUNCTIONS, *(f.name for f in FUNCTIONS.values())}
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     ">=": operator.ge,
@@ -37,7 +43,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 _MISSING = object()
 _SYNTAX = re.compile(
-    r"\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*)(?:\.(?P<stat>p\(\d+\)|[A-Za-z0-9_]+))?"
+    r"\s*(?P<metric>backend\.[\w/]+?|[A-Za-z_][A-Za-z0-9_]*)(?:\.(?P<stat>p\(\d+\)|[A-Za-z0-9_]+))?"
     r"\s*(?P<op><=|>=|==|<|>)\s*(?P<limit>\S+)\s*"
 )
 
@@ -65,12 +71,12 @@ def parse(text: str) -> Threshold:
     if match is None:
         raise ValueError(f"{text!r} is not metric[.stat] op number (op: < <= > >= ==)")
     metric, stat, op = match["metric"], match["stat"], match["op"]
-    if metric not in KNOWN:
-        raise ValueError(f"{text!r}: unknown metric {metric!r} (known: {', '.join(KNOWN)})")
+    _known(text, metric)
     if stat is not None and stat.startswith("p("):  # k6's p(95)
         stat = f"p{stat[2:-1]}"
-    if (stat is None) != (metric in SCALARS):
-        need = "takes no stat" if metric in SCALARS else "needs a stat, e.g. .p95"
+    scalar = metric in SCALARS or metric.removeprefix("backend.") in BACKEND_SCALARS
+    if (stat is None) != scalar:
+        need = "takes no stat" if scalar else "needs a stat, e.g. .p95"
         raise ValueError(f"{text!r}: {metric} {need}")
     if stat is not None and not STAT.fullmatch(stat):
         raise ValueError(f"{text!r}: {stat!r} is not a stat (p5 .. p99, count, max)")
@@ -81,6 +87,18 @@ def parse(text: str) -> Threshold:
     if not math.isfinite(limit):
         raise ValueError(f"{text!r}: the limit must be a finite number")
     return Threshold(text.strip(), metric, stat, op, limit)
+
+
+def _known(text: str, metric: str) -> None:
+    if not metric.startswith("backend."):
+        if metric not in KNOWN:
+            raise ValueError(f"{text!r}: unknown metric {metric!r} (known: {', '.join(KNOWN)})")
+        return
+    name = metric.removeprefix("backend.")
+    if name not in (*BACKEND_SCALARS, "push_delay_ms", *BACKEND_FUNCTIONS):
+        raise ValueError(
+            f"{text!r}: {name!r} is no Connvo function (nor errors, calls, push_delay_ms)"
+        )
 
 
 def resolve(summary: dict[str, Any], metric: str, stat: str | None) -> tuple[float | None, str]:
@@ -111,6 +129,8 @@ def apply(summary: dict[str, Any], thresholds: Iterable[Threshold]) -> list[dict
 
 def _find(summary: dict[str, Any], metric: str) -> Any:
     """The metric's node: the top level's, else the first section's that has it; _MISSING."""
+    if metric.startswith("backend."):
+        return _backend(summary.get("backend") or {}, metric.removeprefix("backend."))
     if metric in summary and not isinstance(summary[metric], dict):
         return summary[metric]
     for section in SECTIONS:
@@ -118,6 +138,14 @@ def _find(summary: dict[str, Any], metric: str) -> Any:
         if metric in found:
             return found[metric]
     return _MISSING
+
+
+def _backend(backend: dict[str, Any], name: str) -> Any:
+    """A backend figure; a function's is its calls' latency (ms), none when it was not called."""
+    if name in backend:
+        return backend[name]
+    figures = find(backend.get("functions") or {}, name)
+    return {"count": 0} if figures is None else figures["latency_ms"]
 
 
 def _number(value: Any, name: str) -> tuple[float | None, str]:

@@ -76,6 +76,13 @@ class DevServer:
         return self._url
 
     @property
+    def pid(self) -> int:
+        """The backend's process (a test stalls it with SIGSTOP)."""
+        if self._process is None:
+            raise DevServerError("the dev backend is not running")
+        return self._process.pid
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / LOG_FILE
 
