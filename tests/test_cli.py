@@ -196,6 +196,10 @@ BAD_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "relay share without url": (("load", "--relay-share", "10"), ("--relay-share", "--url")),
     "placement": (("load", "--placement", "scatter"), ("--placement", "scatter")),
     "lonely demo": (("demo", "--participants", "1"), ("--participants", "'1'")),
+    "stages spread": (
+        ("load", "--stage", "5s:4", "--placement", "spread"),
+        ("--stage", "--placement pack"),
+    ),
     "serve port": (("serve", "--port", "99999"), ("--port", "99999")),
     "stun url": (("serve", "--stun-url", "http://stun.example"), ("--stun-url", "stun:")),
     "token data": (("token", "--data", "{tmp}/text", "--user", "a"), ("--data", "text")),

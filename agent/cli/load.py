@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     from agent.load.thresholds import apply
 
     config = fill(LoadConfig, args)
+    if config.stages and config.placement == "spread":
+        raise UsageError("--stage goes with --placement pack: stages keep whole meetings together")
     if config.stages and max(t for _, t in config.stages) > config.bots:
         top = max(t for _, t in config.stages)
         raise UsageError(
