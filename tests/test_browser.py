@@ -15,14 +15,14 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import Backend, Meeting, answer_to_another_offer
+from lanes import require_marker
 from playwright.async_api import Browser, Page, async_playwright, expect
-from turnserver import relayed_backend
 
 from agent.events import ChatMessage, ParticipantLeft
 from agent.ice import IceOptions
@@ -30,7 +30,7 @@ from agent.media.sources import Outgoing
 from agent.room import JoinRequest, Room
 from signaling.devserver.store import Store
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -50,18 +50,17 @@ SCREENSHOT = Path(__file__).parent.parent / "docs" / "meeting-page.png"
 """Taken again by the page-first test when UPDATE_SCREENSHOT=1."""
 
 
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
-    """A dev backend whose rooms hand out a real coturn on loopback."""
-    if not Path(CHROMIUM).exists():
-        raise RuntimeError("Chromium is not installed: run scripts/setup.sh")
-    workdir = tmp_path_factory.mktemp("browser")
-    with relayed_backend(workdir) as (_, server):
-        yield Backend(server)
+@pytest.fixture
+def web(turn_backend: tuple[object, Backend]) -> Backend:
+    """The session's dev backend whose rooms hand out a real coturn on loopback."""
+    return turn_backend[1]
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
+    require_marker("browser", "Chromium")
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError("Chromium is not installed: run scripts/setup.sh")
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser

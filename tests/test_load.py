@@ -99,6 +99,7 @@ def test_ray_missing_says_how_to_install_it(monkeypatch):
         run_load(LoadConfig(meetings=1, participants=1, duration=0), ray="auto", quiet=True)
 
 
+@pytest.mark.ray
 def test_a_load_on_a_local_ray_instance_merges_both_actors_records(tmp_path: Path):
     config = LoadConfig(meetings=2, participants=2, duration=1, media="audio")
     result = run_load(config, ray="local", workers=2, quiet=True)

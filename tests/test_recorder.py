@@ -20,6 +20,7 @@ import av
 import numpy as np
 import pytest
 from conftest import Backend, Meeting
+from lanes import require_marker
 from test_cli import connvo_agent
 from test_room import FAST, room, until
 
@@ -38,6 +39,7 @@ LOUD = 0.01
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_marker("speech", "espeak-ng")
     espeak = shutil.which("espeak-ng")
     assert espeak, "espeak-ng is missing: run scripts/setup.sh (the recorder tests need speech)"
     wav = tmp_path_factory.mktemp("speech") / "speech.wav"
@@ -112,6 +114,7 @@ async def present(
     return bot.session_id, left - bot.first_connected
 
 
+@pytest.mark.speech
 async def test_a_file_per_join_with_speech_and_video_and_a_meeting_mix(backend, speech, tmp_path):
     meeting = await backend.meeting(2, recording=True)
     recorder = Recorder(recorder_room(meeting, 1), tmp_path, mix=True)
@@ -165,6 +168,7 @@ def record_process(backend: Backend, meeting: Meeting, index: int, out: Path) ->
     )
 
 
+@pytest.mark.speech
 async def test_killed_recorder_leaves_files_that_decode_and_sigterm_closes_cleanly(
     backend, speech, tmp_path
 ):
