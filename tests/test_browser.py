@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 from conftest import Backend, Meeting, answer_to_another_offer
 from lanes import require_marker
 from playwright.async_api import Browser, Page, async_playwright, expect
@@ -30,7 +31,11 @@ from agent.media.sources import Outgoing
 from agent.room import JoinRequest, Room
 from signaling.devserver.store import Store
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(180),
+    pytest.mark.asyncio(loop_scope="module"),  # the loop of the module's Chromium
+]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -56,8 +61,9 @@ def web(turn_backend: tuple[object, Backend]) -> Backend:
     return turn_backend[1]
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium() -> AsyncIterator[Browser]:
+    """One Chromium (and Playwright driver) for the module; each test opens its own contexts."""
     require_marker("browser", "Chromium")
     if not Path(CHROMIUM).exists():
         raise RuntimeError("Chromium is not installed: run scripts/setup.sh")
@@ -65,6 +71,15 @@ async def browser() -> AsyncIterator[Browser]:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser
         await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium: Browser) -> AsyncIterator[Browser]:
+    """The module's Chromium; the contexts a test opened (its tabs) are closed after it, as
+    closing the browser did."""
+    yield chromium
+    for context in chromium.contexts:
+        await context.close()
 
 
 async def open_page(browser: Browser, web: Backend, member, path: str = "/") -> Page:
