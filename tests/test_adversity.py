@@ -148,6 +148,7 @@ async def _lines_until(process, text: str, timeout: float = 30) -> None:
             pass
 
 
+@pytest.mark.slow
 async def test_junk_signals_keep_a_bot_within_32_mb(backend: Backend):
     meeting = await backend.meeting(3)
     async with room(meeting, 0, outgoing=Outgoing.synthetic(audio=True, video=False)):
@@ -181,6 +182,7 @@ async def test_junk_signals_keep_a_bot_within_32_mb(backend: Backend):
     assert bot.returncode == 0, err.decode()
 
 
+@pytest.mark.slow
 async def test_the_newest_session_of_a_user_wins_and_the_old_process_says_so(backend: Backend):
     meeting = await backend.meeting(2)
     third = room(meeting, 0)
@@ -214,6 +216,7 @@ async def test_the_newest_session_of_a_user_wins_and_the_old_process_says_so(bac
     ], log
 
 
+@pytest.mark.slow
 async def test_two_echo_bots_answer_each_other_once(backend: Backend):
     meeting = await backend.meeting(3, chat=True)
     sender = room(meeting, 0)
@@ -253,6 +256,7 @@ async def _participant_events(events, user_id: str, count: int, timeout: float =
 
 
 @pytest.mark.parametrize("survivor_first", [True, False])
+@pytest.mark.slow
 async def test_a_killed_participant_is_reported_left_on_either_side(backend, survivor_first):
     meeting = await backend.meeting(2)
     survivor = room(meeting, 0, WATCHFUL, outgoing=Outgoing.synthetic(audio=True, video=False))
@@ -277,6 +281,7 @@ async def test_a_killed_participant_is_reported_left_on_either_side(backend, sur
         assert meeting[1].user_id not in survivor.peers
 
 
+@pytest.mark.slow
 async def test_a_frozen_participant_that_offers_again_comes_back(backend):
     meeting = await backend.meeting(2)
     survivor = room(meeting, 0, WATCHFUL, outgoing=Outgoing.synthetic(audio=True, video=False))
@@ -396,6 +401,7 @@ async def test_careless_api_use_fails_clearly(backend):
         await a.join()
 
 
+@pytest.mark.slow
 async def test_a_bot_whose_backend_went_away_does_not_say_ok(tmp_path):
     with DevServer(tmp_path / "backend") as server:
         backend = Backend(server)

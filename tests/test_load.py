@@ -25,6 +25,7 @@ def connvo_agent(*args: str, timeout: float = 90) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.slow
 def test_a_few_meetings_succeed_and_the_report_holds_every_bot(tmp_path: Path):
     # The embedded dev backend, two worker processes, audio and video through the shared
     # encoders and counting receivers.
@@ -49,6 +50,7 @@ def test_a_few_meetings_succeed_and_the_report_holds_every_bot(tmp_path: Path):
     assert (tmp_path / "usage.csv").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_an_unreachable_ice_path_fails_that_bot_in_the_ice_phase(tmp_path: Path):
     # Bot 3 may use TURN relays only, and the room has none: it gathers no candidate at all.
     config = LoadConfig(

@@ -247,6 +247,7 @@ async def test_a_stalled_participant_becomes_silence_and_the_file_keeps_real_tim
     assert video_frames == 25
 
 
+@pytest.mark.slow
 async def test_an_encoder_far_behind_drops_video_counted_and_logged_and_keeps_all_audio(
     tmp_path, caplog
 ):

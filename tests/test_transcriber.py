@@ -265,6 +265,7 @@ def test_a_merged_chunk_refused_for_good_keeps_every_text_through_compaction(tmp
     assert [r["chunk"]["text"] for r in read(path) if r["op"] == "merge"] == ["said 0 said 2"]
 
 
+@pytest.mark.slow
 async def test_a_talkative_meeting_stays_within_the_real_limit_by_merging(backend, tmp_path):
     """Three speakers' chunks at 10 a second against the default limit (50 a minute per user):
     more than two windows could take one by one, so only merging keeps up. Every text arrives
