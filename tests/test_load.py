@@ -70,6 +70,7 @@ def test_an_unreachable_ice_path_fails_that_bot_in_the_ice_phase(tmp_path: Path)
     assert {b["bot"] for b in failed} == {2, 3}
 
 
+@pytest.mark.slow
 def test_a_bad_token_fails_its_bot_when_joining_and_the_run_exits_non_zero(backend, tmp_path):
     # The --url / --tokens path, with the session's dev backend standing in for a deployment.
     host, _ = backend.user(backend.unique("load-host"))
