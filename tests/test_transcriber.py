@@ -267,9 +267,9 @@ def test_a_merged_chunk_refused_for_good_keeps_every_text_through_compaction(tmp
 
 @pytest.mark.slow
 async def test_a_talkative_meeting_stays_within_the_real_limit_by_merging(backend, tmp_path):
-    """Three speakers' chunks at 10 a second against the default limit (50 a minute per user):
-    more than two windows could take one by one, so only merging keeps up. Every text arrives
-    once, in each speaker's order; the limiter never refuses a post."""
+    """Three speakers' chunks, handed over at 20 a second, against the default limit (50 a
+    minute per user): more than two windows could take one by one, so only merging keeps up.
+    Every text arrives once, in each speaker's order; the limiter never refuses a post."""
     meeting = await backend.meeting(3, transcription=True)
     speakers = [m.user_id for m in meeting.members]
     order: list[str] = []
@@ -283,7 +283,7 @@ async def test_a_talkative_meeting_stays_within_the_real_limit_by_merging(backen
     for i, who in enumerate(order[:150]):
         said[who].append(f"utterance {i} of {who}")
         poster.submit(talk(meeting.id, who, said[who][-1], start + 100 * i))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
     assert await poster.stop(drain=30) == 0  # it kept up: nothing left once the talk ends
     spool.close()
 
