@@ -28,15 +28,28 @@ def connvo_agent(*args: str, timeout: float = 90) -> subprocess.CompletedProcess
 @pytest.mark.slow
 def test_a_few_meetings_succeed_and_the_report_holds_every_bot(tmp_path: Path):
     # The embedded dev backend, two worker processes, audio and video through the shared
-    # encoders and counting receivers.
+    # encoders and counting receivers; passing thresholds (one run for what test_load_health's
+    # summary test asked of its own).
     done = connvo_agent(
-        "load", "--meetings", "2", "--participants", "3", "--duration", "2", "--media", "av",
-        "--workers", "2", "--report", str(tmp_path), "--json",
+        "load", "--meetings", "2", "--participants", "3", "--duration", "3", "--media", "av",
+        "--workers", "2", "--threshold", "connected.p95<100000", "--threshold", "success_rate>=99",
+        "--report", str(tmp_path), "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["bots"] == 6 and summary["success_rate"] == 100.0
     assert summary["load_generator"]["workers"] == 2
+    # each worker's health, and the thresholds passed
+    generator = summary["generator"]
+    assert generator["saturated"] is False and len(generator["workers"]) == 2
+    for worker in generator["workers"].values():
+        assert set(worker) == {"loop_lag_ms", "cpu_percent_mean", "steady_s", "saturated"}
+        assert 0 <= worker["loop_lag_ms"]["p50"] <= worker["loop_lag_ms"]["p99"]
+        assert worker["cpu_percent_mean"] > 0
+    assert [t["ok"] for t in summary["thresholds"]] == [True, True]
+    assert "generator " in done.stderr and "healthy" in done.stderr
+    assert "\x1b[" not in done.stderr  # not a terminal: no colour
+    assert "alarm" not in (tmp_path / "report.html").read_text().split("<body>")[1]
     bots = json.loads((tmp_path / "bots.json").read_text())
     assert sorted(b["bot"] for b in bots) == list(range(6))
     for bot in bots:
