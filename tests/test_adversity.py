@@ -148,10 +148,12 @@ async def _bot(backend: Backend, meeting, index: int, *extra: str, cli: str = "-
     )
 
 
-async def _lines_until(process, text: str, timeout: float = 30) -> None:
+async def _lines_until(process, text: str, timeout: float = 30, count: int = 1) -> None:
+    """Until `count` more lines of the process's output hold `text`."""
     async with asyncio.timeout(timeout):
-        while text not in (await process.stdout.readline()).decode():
-            pass
+        for _ in range(count):
+            while text not in (await process.stdout.readline()).decode():
+                pass
 
 
 @pytest.mark.slow
@@ -232,7 +234,10 @@ async def test_two_echo_bots_answer_each_other_once(backend: Backend):
     meeting = await backend.meeting(3, chat=True)
     sender = room(meeting, 0)
     async with sender:
-        bots = [await _bot(backend, meeting, i, "--echo", "--duration", "8") for i in (1, 2)]
+        # they stay until each has the sender's message and the other's echo (and a while more,
+        # for an echo of an echo to show), not a fixed 8 s: --duration is a ceiling
+        echo = ("--echo", "--duration", "60")
+        bots = [await _bot(backend, meeting, i, *echo, cli=STAY) for i in (1, 2)]
         for bot in bots:
             await _lines_until(bot, "participant joined")
         await until(
@@ -242,6 +247,10 @@ async def test_two_echo_bots_answer_each_other_once(backend: Backend):
             )
         )
         await sender.send_chat("x" * MAX_TEXT)  # its echo must be cut to fit
+        await asyncio.gather(*(_lines_until(b, "chat from", count=2) for b in bots))
+        await asyncio.sleep(1.5)
+        for bot in bots:
+            bot.send_signal(signal.SIGUSR1)
         results = [await asyncio.wait_for(b.communicate(), 30) for b in bots]
     for bot, (out, err) in zip(bots, results, strict=True):
         assert bot.returncode == 0, err.decode()
