@@ -9,6 +9,10 @@
 
 Every `meeting()` gets fresh users, so tests sharing the session's backend never read each
 other's signals.
+
+Markers (registered in pyproject.toml) say what a test needs beyond Python; `scripts/test.sh
+--fast` leaves those tests out. A test that uses `turn_backend` is marked `turn` here; one that
+starts coturn, Chromium or espeak-ng without its marker fails (tests/lanes.py).
 """
 
 from __future__ import annotations
@@ -16,15 +20,31 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiortc import RTCPeerConnection
+from lanes import running
+from turnserver import Turn, relayed_backend
 
 from signaling.api import ConnvoAPI
 from signaling.client import RetryPolicy
 from signaling.devserver import DevServer
 from signaling.models import Role
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Before -m selects: whatever uses the shared coturn is a `turn` test."""
+    for item in items:
+        if "turn_backend" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.turn)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    running[:] = [item]  # before its fixtures are set up, module-scoped ones included
 
 
 @dataclass
@@ -119,6 +139,16 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 @pytest.fixture(scope="session")
 def backend(dev_server: DevServer) -> Backend:
     return Backend(dev_server)
+
+
+@pytest.fixture(scope="session")
+def turn_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Turn, Backend]]:
+    """A real coturn on loopback and a dev backend whose rooms hand it out (with an access log),
+    one for the session: its tests make fresh meetings and users, and one that freezes coturn
+    (SIGSTOP, tests/test_outage.py) lets it go again. Marks its users `turn`."""
+    workdir: Path = tmp_path_factory.mktemp("relayed")
+    with relayed_backend(workdir, access_log=True) as (turn, server):
+        yield turn, Backend(server)
 
 
 async def answer_to_another_offer() -> dict[str, str]:

@@ -15,14 +15,15 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 from conftest import Backend, Meeting, answer_to_another_offer
+from lanes import require_marker
 from playwright.async_api import Browser, Page, async_playwright, expect
-from turnserver import relayed_backend
 
 from agent.events import ChatMessage, ParticipantLeft
 from agent.ice import IceOptions
@@ -30,7 +31,11 @@ from agent.media.sources import Outgoing
 from agent.room import JoinRequest, Room
 from signaling.devserver.store import Store
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(180),
+    pytest.mark.asyncio(loop_scope="module"),  # the loop of the module's Chromium
+]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -50,22 +55,31 @@ SCREENSHOT = Path(__file__).parent.parent / "docs" / "meeting-page.png"
 """Taken again by the page-first test when UPDATE_SCREENSHOT=1."""
 
 
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
-    """A dev backend whose rooms hand out a real coturn on loopback."""
+@pytest.fixture
+def web(turn_backend: tuple[object, Backend]) -> Backend:
+    """The session's dev backend whose rooms hand out a real coturn on loopback."""
+    return turn_backend[1]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium() -> AsyncIterator[Browser]:
+    """One Chromium (and Playwright driver) for the module; each test opens its own contexts."""
+    require_marker("browser", "Chromium")
     if not Path(CHROMIUM).exists():
         raise RuntimeError("Chromium is not installed: run scripts/setup.sh")
-    workdir = tmp_path_factory.mktemp("browser")
-    with relayed_backend(workdir) as (_, server):
-        yield Backend(server)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser
         await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium: Browser) -> AsyncIterator[Browser]:
+    """The module's Chromium; the contexts a test opened (its tabs) are closed after it, as
+    closing the browser did."""
+    yield chromium
+    for context in chromium.contexts:
+        await context.close()
 
 
 async def open_page(browser: Browser, web: Backend, member, path: str = "/") -> Page:

@@ -19,7 +19,7 @@ from agent.ice import IceOptions
 from agent.room import Room
 from agent.workers.recorder import Recorder, request
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.browser, pytest.mark.turn, pytest.mark.speech, pytest.mark.timeout(180)]
 
 
 async def sent_video_codec(page: Page) -> str:

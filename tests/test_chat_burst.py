@@ -19,7 +19,7 @@ from agent.peer import Peer
 from agent.room import Room
 from signaling.convention import CHAT_BURST, CHAT_RATE
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.browser, pytest.mark.turn, pytest.mark.timeout(180)]
 
 BURST = 2000
 

@@ -6,7 +6,10 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -212,25 +215,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-async def test_every_bad_input_is_one_line_and_exit_code_2(case: str, tmp_path: Path):
-    args, named = BAD_INPUTS[case]
-    (tmp_path / "text").write_text("not-media-nor-pem-nor-enough-tokens\n")
+@dataclass(frozen=True)
+class BadRun:
+    """One case of BAD_INPUTS run: its {tmp} and {free}, and what the CLI did."""
 
-    def fill(text: str) -> str:
-        return text.replace("{tmp}", str(tmp_path)).replace("{free}", str(port))
+    tmp: Path
+    port: int
+    code: int
+    out: str
+    err: str
 
-    port = free_port()
+    def fill(self, text: str) -> str:
+        return text.replace("{tmp}", str(self.tmp)).replace("{free}", str(self.port))
+
+
+@pytest.fixture(scope="module")
+def bad_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Every selected case of BAD_INPUTS, run in processes of their own, as many at once as there
+    are cores: a start of the CLI is ~0.4 s of CPU, and one after the other they took half of
+    test_cli's time. The first case's timeout covers them all (see its mark)."""
+    test = test_every_bad_input_is_one_line_and_exit_code_2.__name__
+    cases = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == test and item.module is request.module
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNVO_", "SSL_CERT"))}
-    code, out, err = await connvo_agent(*map(fill, args), timeout=20, env=env)
-    lines = err.splitlines()
-    assert code == 2, (code, err)
-    assert len(lines) == 1 and lines[0].strip(), err
-    assert lines[0].startswith(f"connvo-agent {args[0]}: "), err
-    for text in map(fill, named):
-        assert text in lines[0], (text, err)
+
+    def run(case: str) -> BadRun:
+        tmp = tmp_path_factory.mktemp("bad")
+        (tmp / "text").write_text("not-media-nor-pem-nor-enough-tokens\n")
+        unfilled = BadRun(tmp, free_port(), 0, "", "")
+        args = [unfilled.fill(a) for a in BAD_INPUTS[case][0]]
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", *args], capture_output=True, text=True, env=env,
+            timeout=30,
+        )  # fmt: skip
+        return BadRun(tmp, unfilled.port, done.returncode, done.stdout, done.stderr)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return dict(zip(cases, pool.map(run, cases), strict=True))
+
+
+@pytest.mark.timeout(300)  # the first sets up bad_runs: all the cases' processes
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_every_bad_input_is_one_line_and_exit_code_2(case: str, bad_runs: dict[str, BadRun]):
+    args, named = BAD_INPUTS[case]
+    run = bad_runs[case]
+    lines = run.err.splitlines()
+    assert run.code == 2, (run.code, run.err)
+    assert len(lines) == 1 and lines[0].strip(), run.err
+    assert lines[0].startswith(f"connvo-agent {args[0]}: "), run.err
+    for text in map(run.fill, named):
+        assert text in lines[0], (text, run.err)
+    out, err = run.out, run.err
     assert "Traceback" not in out + err and TOKEN not in out + err and LONG_TOKEN not in err
-    assert not (tmp_path / "r").exists()  # nothing started
+    assert not (run.tmp / "r").exists()  # nothing started
 
 
 async def test_demo_json_reports_every_bot_ok():

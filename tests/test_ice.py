@@ -11,31 +11,31 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from conftest import Backend
 from relay import Relay
 from test_room import FAST, connected_to, room, until
-from turnserver import relayed_backend
+from turnserver import Turn
 
 from agent.ice import ICE_ADDRESSES, IceOptions, filter_sdp
 from agent.room import JoinRequest, Room
 
 
-async def test_relay_only_bots_connect_through_coturn(tmp_path):
-    with relayed_backend(tmp_path, access_log=True) as (turn, server):
-        meeting = await Backend(server).meeting(2)
-        config = await meeting.host.api.initialize_room(meeting.id)
-        assert [s.url_list for s in config.iceServers] == [[turn.url]]
-        relay = IceOptions(addresses=("127.0.0.1",), policy="relay")
-        rooms = [
-            Room(server.url, m.token, meeting.id, ice=relay, settings=FAST, api=m.api)
-            for m in meeting.members
-        ]
-        async with rooms[0] as a, rooms[1] as b:
-            await until(lambda: connected_to(a, [b]) and connected_to(b, [a]), timeout=20)
-            peer = a.connected_peers()[0]
-            gatherer = peer.pc.getTransceivers()[0].sender.transport.transport.iceGatherer
-            kinds = {c.type for c in gatherer.getLocalCandidates()}
-        assert kinds == {"relay"}
-        log = server.log_path.read_text()
-        assert "POST /api/run/meetings/webrtc/index/initializeWebRTCRoom" in log  # it logs
-        assert turn.credential not in log
+async def test_relay_only_bots_connect_through_coturn(turn_backend: tuple[Turn, Backend]):
+    turn, backend = turn_backend
+    meeting = await backend.meeting(2)
+    config = await meeting.host.api.initialize_room(meeting.id)
+    assert [s.url_list for s in config.iceServers] == [[turn.url]]
+    relay = IceOptions(addresses=("127.0.0.1",), policy="relay")
+    rooms = [
+        Room(backend.url, m.token, meeting.id, ice=relay, settings=FAST, api=m.api)
+        for m in meeting.members
+    ]
+    async with rooms[0] as a, rooms[1] as b:
+        await until(lambda: connected_to(a, [b]) and connected_to(b, [a]), timeout=20)
+        peer = a.connected_peers()[0]
+        gatherer = peer.pc.getTransceivers()[0].sender.transport.transport.iceGatherer
+        kinds = {c.type for c in gatherer.getLocalCandidates()}
+    assert kinds == {"relay"}
+    log = backend.server.log_path.read_text()
+    assert "POST /api/run/meetings/webrtc/index/initializeWebRTCRoom" in log  # it logs
+    assert turn.credential not in log
 
 
 def _split_candidates(sdp: str) -> tuple[str, list[str]]:

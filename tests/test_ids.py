@@ -26,6 +26,7 @@ def _cli_meeting(backend: Backend, member, meeting_id: str) -> tuple[str, ...]:
     return ("--url", backend.url, "--token", member.token, "--meeting", meeting_id)
 
 
+@pytest.mark.slow
 async def test_join_record_and_transcribe_take_convex_test_ids(convex_test: Backend, tmp_path):
     meeting = await convex_test.meeting(3, recording=True)
     assert re.fullmatch(r"\d+;meetings", meeting.id)

@@ -25,17 +25,31 @@ def connvo_agent(*args: str, timeout: float = 90) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.slow
 def test_a_few_meetings_succeed_and_the_report_holds_every_bot(tmp_path: Path):
     # The embedded dev backend, two worker processes, audio and video through the shared
-    # encoders and counting receivers.
+    # encoders and counting receivers; passing thresholds (one run for what test_load_health's
+    # summary test asked of its own).
     done = connvo_agent(
-        "load", "--meetings", "2", "--participants", "3", "--duration", "2", "--media", "av",
-        "--workers", "2", "--report", str(tmp_path), "--json",
+        "load", "--meetings", "2", "--participants", "3", "--duration", "3", "--media", "av",
+        "--workers", "2", "--threshold", "connected.p95<100000", "--threshold", "success_rate>=99",
+        "--report", str(tmp_path), "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["bots"] == 6 and summary["success_rate"] == 100.0
     assert summary["load_generator"]["workers"] == 2
+    # each worker's health, and the thresholds passed
+    generator = summary["generator"]
+    assert generator["saturated"] is False and len(generator["workers"]) == 2
+    for worker in generator["workers"].values():
+        assert set(worker) == {"loop_lag_ms", "cpu_percent_mean", "steady_s", "saturated"}
+        assert 0 <= worker["loop_lag_ms"]["p50"] <= worker["loop_lag_ms"]["p99"]
+        assert worker["cpu_percent_mean"] > 0
+    assert [t["ok"] for t in summary["thresholds"]] == [True, True]
+    assert "generator " in done.stderr and "healthy" in done.stderr
+    assert "\x1b[" not in done.stderr  # not a terminal: no colour
+    assert "alarm" not in (tmp_path / "report.html").read_text().split("<body>")[1]
     bots = json.loads((tmp_path / "bots.json").read_text())
     assert sorted(b["bot"] for b in bots) == list(range(6))
     for bot in bots:
@@ -49,6 +63,7 @@ def test_a_few_meetings_succeed_and_the_report_holds_every_bot(tmp_path: Path):
     assert (tmp_path / "usage.csv").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_an_unreachable_ice_path_fails_that_bot_in_the_ice_phase(tmp_path: Path):
     # Bot 3 may use TURN relays only, and the room has none: it gathers no candidate at all.
     config = LoadConfig(
@@ -68,6 +83,7 @@ def test_an_unreachable_ice_path_fails_that_bot_in_the_ice_phase(tmp_path: Path)
     assert {b["bot"] for b in failed} == {2, 3}
 
 
+@pytest.mark.slow
 def test_a_bad_token_fails_its_bot_when_joining_and_the_run_exits_non_zero(backend, tmp_path):
     # The --url / --tokens path, with the session's dev backend standing in for a deployment.
     host, _ = backend.user(backend.unique("load-host"))
@@ -99,6 +115,7 @@ def test_ray_missing_says_how_to_install_it(monkeypatch):
         run_load(LoadConfig(meetings=1, participants=1, duration=0), ray="auto", quiet=True)
 
 
+@pytest.mark.ray
 def test_a_load_on_a_local_ray_instance_merges_both_actors_records(tmp_path: Path):
     config = LoadConfig(meetings=2, participants=2, duration=1, media="audio")
     result = run_load(config, ray="local", workers=2, quiet=True)

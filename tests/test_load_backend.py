@@ -26,6 +26,7 @@ from agent.load.thresholds import apply, parse
 from signaling.devserver.process import DevServer
 
 
+@pytest.mark.slow
 def test_refused_tokens_show_as_errors_by_code_per_function_and_per_bot(backend):
     host, _ = backend.user(backend.unique("load-host"))
     tokens = [backend.user(backend.unique("load-bot"))[0] for _ in range(3)]
@@ -51,6 +52,7 @@ def test_refused_tokens_show_as_errors_by_code_per_function_and_per_bot(backend)
     assert "errors: 1 UNAUTHORIZED" in table(result.summary)
 
 
+@pytest.mark.slow
 def test_pushed_signals_are_timed_from_stored_to_handled(tmp_path):
     result = run_load(LoadConfig(meetings=1, participants=3, duration=0.5), workers=0, quiet=True)
     delay = result.summary["backend"]["push_delay_ms"]
@@ -80,6 +82,7 @@ def _exposition(live: LiveMetrics) -> str:
     return generate_latest(live.registry).decode()
 
 
+@pytest.mark.slow
 def test_a_backend_stopped_for_3_s_mid_ramp_is_named_the_bottleneck(tmp_path):
     # 12 bots join at 3 a second; 1.5 s in, the backend's process is stopped for 3 s: the bots
     # joining then wait on their first calls, and all still connect.
@@ -127,6 +130,7 @@ def _stop_for(pid: int, seconds: float) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
+@pytest.mark.slow
 def test_bots_present_follow_the_stages_up_and_down(tmp_path):
     config = LoadConfig(meetings=2, participants=3, stages=((3, 6), (4, 6), (3, 2)))
     result = run_load(config, workers=0, quiet=True)
@@ -171,6 +175,7 @@ def test_stages_are_a_line_through_the_targets_and_bots_leave_newest_first():
     ]
 
 
+@pytest.mark.slow
 def test_churned_bots_leave_and_rejoin_with_a_new_session_and_are_counted():
     config = LoadConfig(meetings=1, participants=3, duration=8, churn=40)
     result = run_load(config, workers=0, quiet=True)

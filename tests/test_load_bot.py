@@ -10,10 +10,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
+
 from agent.load.backend import CallLog
 from agent.load.config import BotSpec, LoadConfig, MeetingPlan
 from agent.load.http import LoadHTTP
 from agent.load.loadbot import BotRecord, LoadBot, MeetingState
+
+pytestmark = pytest.mark.slow  # each stays 8 or 12 s to see a peer die (and come back)
 
 
 async def participant(backend, meeting) -> asyncio.subprocess.Process:

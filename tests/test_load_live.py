@@ -32,6 +32,7 @@ def connvo_agent(*args: str, timeout: float = 30) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.slow
 def test_a_run_is_scraped_while_it_goes_and_the_port_closes_at_the_end():
     run = subprocess.Popen(
         [

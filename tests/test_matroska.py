@@ -215,6 +215,7 @@ def h264_first(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(aiortc.codecs.CODECS, "video", [*table[2:], *table[:2]])
 
 
+@pytest.mark.speech
 @pytest.mark.parametrize("format", ["mkv", "ts"])
 async def test_an_h264_sender_is_recorded_as_it_sent(backend, speech, tmp_path, format, h264_first):
     meeting = await backend.meeting(2, recording=True)
@@ -266,6 +267,7 @@ class GarbageOutgoing(Outgoing):
         return None if source is None else Garbage(source.kind)
 
 
+@pytest.mark.speech
 @pytest.mark.parametrize("format", ["mkv", "ts"])
 async def test_a_hostile_sender_neither_stops_the_recorder_nor_costs_others_their_files(
     backend, speech, tmp_path, format

@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 
+import pytest
 from conftest import Backend
 from test_cli import connvo_agent
 from test_room import room, until
@@ -49,6 +50,7 @@ async def test_a_clean_meeting_is_ok_and_says_per_peer_what_happened(backend: Ba
     assert peer["frames"] > 0 and peer["longest_media_gap_s"] < 2
 
 
+@pytest.mark.slow
 async def test_bots_that_can_never_reach_each_other_are_not_ok(backend: Backend):
     """One gathers on 127.0.0.1 only, the other on ::1 only: descriptions are exchanged, ICE
     has no pair to try, as for two hosts that each offer only their own loopback."""
@@ -70,6 +72,7 @@ async def test_bots_that_can_never_reach_each_other_are_not_ok(backend: Backend)
         assert peer["frames"] == 0 and peer["state"] != "connected"
 
 
+@pytest.mark.slow
 async def test_a_peer_killed_mid_meeting_makes_the_survivor_not_ok(backend: Backend):
     meeting = await backend.meeting(2)
     victim = await asyncio.create_subprocess_exec(
@@ -108,6 +111,7 @@ async def test_a_peer_killed_mid_meeting_makes_the_survivor_not_ok(backend: Back
     assert line in err or f"lost the connection to {meeting[0].user_id}" in err, err
 
 
+@pytest.mark.slow
 async def test_a_peer_that_leaves_is_no_problem(backend: Backend):
     meeting = await backend.meeting(2)
     bot = asyncio.create_task(

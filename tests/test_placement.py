@@ -3,6 +3,7 @@ and one load spread over two processes."""
 
 from __future__ import annotations
 
+import pytest
 from turnserver import relayed_backend
 
 from agent.load.config import LoadConfig, plan_meetings, relay_share
@@ -71,6 +72,7 @@ def test_a_relay_share_is_spread_evenly():
     assert relay_share(4, 100) == {0, 1, 2, 3} and relay_share(4, 0) == set()
 
 
+@pytest.mark.slow
 def test_a_spread_load_over_two_processes_succeeds():
     config = LoadConfig(meetings=1, participants=4, duration=1, media="audio", placement="spread")
     result = run_load(config, workers=2, quiet=True)
@@ -80,6 +82,7 @@ def test_a_spread_load_over_two_processes_succeeds():
     assert result.summary["placement"]["meetings"] == 1
 
 
+@pytest.mark.turn
 def test_a_relay_share_goes_through_the_deployments_turn_server(tmp_path):
     # Bot 1 of 2 may use relays only: the meeting still connects, so through coturn (without
     # one, the same bot fails in ice_connected: test_load).

@@ -121,6 +121,7 @@ def clean() -> dict:
     return qoe()
 
 
+@pytest.mark.slow
 def test_a_clean_run_shows_no_loss_no_freeze_and_a_good_mos(clean):
     assert clean["freeze_count"] == 0 and clean["freeze_ratio"] == 0
     assert clean["concealed_ratio"]["p95"] < 0.01
@@ -129,18 +130,21 @@ def test_a_clean_run_shows_no_loss_no_freeze_and_a_good_mos(clean):
     assert clean["e2e_latency_ms"]["p50"] < 100
 
 
+@pytest.mark.slow
 def test_five_percent_loss_shows_as_about_five_percent_and_lowers_the_mos(clean):
     lossy = qoe("loss=5")
     assert 0.01 < lossy["concealed_ratio"]["p50"] < 0.1  # 5% of ~300 packets: sd 1.3%
     assert lossy["mos"]["p50"] < clean["mos"]["p50"] - 0.2
 
 
+@pytest.mark.slow
 def test_200_ms_of_delay_shows_in_the_end_to_end_latency(clean):
     delayed = qoe("delay=200")
     assert delayed["e2e_latency_ms"]["p50"] >= 200  # the delay is a floor: no clock can beat it
     assert delayed["mos"]["p50"] < clean["mos"]["p50"]
 
 
+@pytest.mark.slow
 def test_jitter_larger_than_the_frame_interval_freezes_video():
     jittery = qoe("delay=300,jitter=300")  # a frame every 67 ms, each 0-600 ms late
     assert jittery["freeze_count"] > 0 and jittery["freeze_ratio"] > 0.01

@@ -20,6 +20,7 @@ import av
 import numpy as np
 import pytest
 from conftest import Backend, Meeting
+from lanes import require_marker
 from test_cli import connvo_agent
 from test_room import FAST, room, until
 
@@ -38,6 +39,7 @@ LOUD = 0.01
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_marker("speech", "espeak-ng")
     espeak = shutil.which("espeak-ng")
     assert espeak, "espeak-ng is missing: run scripts/setup.sh (the recorder tests need speech)"
     wav = tmp_path_factory.mktemp("speech") / "speech.wav"
@@ -137,6 +139,7 @@ CODECS = {  # what each format writes: the bots send VP8 and Opus
 }
 
 
+@pytest.mark.speech
 @pytest.mark.parametrize("format", ["mkv", "ts"])
 async def test_a_file_per_join_with_speech_and_video_and_a_meeting_mix(
     backend, speech, tmp_path, format
@@ -200,6 +203,7 @@ def record_process(
     )
 
 
+@pytest.mark.speech
 @pytest.mark.parametrize("format", ["mkv", "ts"])
 async def test_killed_recorder_leaves_files_that_decode_and_sigterm_closes_cleanly(
     backend, speech, tmp_path, format
@@ -281,6 +285,7 @@ async def test_a_stalled_participant_becomes_silence_and_the_file_keeps_real_tim
     assert video_frames == 25
 
 
+@pytest.mark.slow
 async def test_an_encoder_far_behind_drops_video_counted_and_logged_and_keeps_all_audio(
     tmp_path, caplog
 ):

@@ -159,16 +159,30 @@ async def test_a_stale_session_is_offered_to_again_after_a_doubling_back_off(bac
         poll=FAST.poll,
         discovery_interval=0.5,
         quality_interval=0.5,
-        answer_timeout=1.0,
-        stale_retry=2.0,
+        answer_timeout=0.5,
+        stale_retry=1.0,
     )
     async with room(meeting, 0, settings):
-        await asyncio.sleep(12)  # offers at 0, ~3 (1 + 2), ~8 (+ 1 + 4); the next at ~17
-    signals = await meeting[1].api.pending_signals(meeting.id)
-    offers = [s.timestamp / 1000 for s in signals if s.type == "sdp" and s.data.type == "offer"]
+        # offers at 0, ~1.5 (0.5 + 1), ~4 (+ 0.5 + 2); the next at ~8.5 (+ 0.5 + 4)
+        await until_offered(meeting[1], meeting.id, 3)
+        await asyncio.sleep(2.0)  # past the third: none sooner
+    offers = await offer_times(meeting[1], meeting.id)
     gaps = [later - earlier for earlier, later in itertools.pairwise(offers)]
     assert len(offers) == 3, gaps
-    assert gaps[0] > 1.0 + 2.0 - 0.05 and gaps[1] > 1.0 + 4.0 - 0.05, gaps  # ms timestamps
+    first, second = (settings.answer_timeout + settings.stale_retry * 2**n - 0.05 for n in (0, 1))
+    assert gaps[0] > first and gaps[1] > second, gaps  # ms timestamps
+
+
+async def offer_times(member, meeting_id: str) -> list[float]:
+    """When the offers addressed to `member` were stored (s)."""
+    signals = await member.api.pending_signals(meeting_id)
+    return [s.timestamp / 1000 for s in signals if s.type == "sdp" and s.data.type == "offer"]
+
+
+async def until_offered(member, meeting_id: str, count: int, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while len(await offer_times(member, meeting_id)) < count:
+            await asyncio.sleep(0.1)
 
 
 async def test_participant_leaving_and_rejoining_is_seen_as_such(backend):

@@ -132,6 +132,7 @@ async def connvo_agent(*args: str, env: dict[str, str] | None = None) -> tuple[i
 # --- through the proxy -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_load_over_https_with_a_private_ca_succeeds(
     backend: Backend, proxy, ca_file, tmp_path
 ):

@@ -61,6 +61,7 @@ def pcm_of(wav: Path, rate: int = 16000) -> bytes:
         )
 
 
+@pytest.mark.speech
 def test_the_engine_says_the_tiny_models_script_with_word_times_and_its_confidence(tiny, tmp_path):
     wav, _ = speech(tmp_path / "one.wav", SENTENCES[:1])
     utterance = next(iter(split(pcm_of(wav), 16000)))
@@ -149,6 +150,7 @@ def test_a_model_that_cannot_be_had_is_one_line_naming_model_before_joining(tmp_
     assert "127.0.0.1:9" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_hub_that_never_answers_fails_in_bounded_time(tmp_path):
     """A network that takes the connection and says nothing: the lookup gives up (LOOKUP s)."""
     with socket.socket() as silent:
@@ -176,6 +178,8 @@ TALKS = [(SENTENCES[:2], SENTENCES[2:4]), (SENTENCES[4:], SENTENCES[:2])]
 """What the two bots say before the restart, then after it."""
 
 
+@pytest.mark.speech
+@pytest.mark.slow
 async def test_through_webrtc_each_speaker_gets_the_script_in_order_and_a_restart_keeps_all(
     tiny, tmp_path
 ):

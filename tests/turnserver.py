@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lanes import require_marker
+
 from signaling.devserver import DevServer
 
 
@@ -20,6 +22,7 @@ class Turn:
     username: str
     credential: str = field(repr=False)
     log: Path
+    pid: int
 
 
 def _free_udp_port() -> int:
@@ -30,6 +33,7 @@ def _free_udp_port() -> int:
 
 @contextmanager
 def coturn(workdir: Path) -> Iterator[Turn]:
+    require_marker("turn", "coturn")
     binary = shutil.which("turnserver")
     if binary is None:
         raise RuntimeError("coturn is not installed: run scripts/setup.sh")
@@ -66,7 +70,7 @@ def coturn(workdir: Path) -> Iterator[Turn]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"coturn did not start; its log is {log}")
             time.sleep(0.05)
-        yield Turn(f"turn:127.0.0.1:{port}?transport=udp", user, password, log)
+        yield Turn(f"turn:127.0.0.1:{port}?transport=udp", user, password, log, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=5)
