@@ -11,6 +11,7 @@ import aiortc.codecs
 import pytest
 from playwright.async_api import Page
 from test_browser import browser as browser  # the fixtures
+from test_browser import chromium as chromium
 from test_browser import join_page
 from test_browser import web as web
 from test_recorder import audio_end, close_to, decode, files_of, first_video_is_a_keyframe
@@ -19,7 +20,13 @@ from agent.ice import IceOptions
 from agent.room import Room
 from agent.workers.recorder import Recorder, request
 
-pytestmark = [pytest.mark.browser, pytest.mark.turn, pytest.mark.speech, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.turn,
+    pytest.mark.speech,
+    pytest.mark.timeout(180),
+    pytest.mark.asyncio(loop_scope="module"),  # the loop of the module's Chromium
+]
 
 
 async def sent_video_codec(page: Page) -> str:

@@ -11,7 +11,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from test_browser import bot, browser, frames_decoded, join_page, page_peer, until, web  # noqa: F401
+from test_browser import (  # noqa: F401  (fixtures)
+    bot,
+    browser,
+    chromium,
+    frames_decoded,
+    join_page,
+    page_peer,
+    until,
+    web,
+)
 
 from agent.chat import Budget
 from agent.events import ChatMessage
@@ -19,7 +28,12 @@ from agent.peer import Peer
 from agent.room import Room
 from signaling.convention import CHAT_BURST, CHAT_RATE
 
-pytestmark = [pytest.mark.browser, pytest.mark.turn, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.turn,
+    pytest.mark.timeout(180),
+    pytest.mark.asyncio(loop_scope="module"),  # the loop of the module's Chromium
+]
 
 BURST = 2000
 

@@ -72,8 +72,8 @@ def cluster() -> Iterator[Cluster]:
     needs()
     tag = os.getpid() % 100000
     logs = Path(tempfile.mkdtemp(prefix="ray-ns-"))  # short: Ray's socket paths live under it
-    env = {
-        **os.environ,
+    env = {  # less Ray's "one node" switch, which a local Ray run earlier in this process set
+        **{k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
         "RAY_USAGE_STATS_ENABLED": "0",
