@@ -6,13 +6,12 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_fork import run_forked
 from conftest import Backend
 from test_room import room
 
@@ -231,9 +230,9 @@ class BadRun:
 
 @pytest.fixture(scope="module")
 def bad_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """Every selected case of BAD_INPUTS, run in processes of their own, as many at once as there
-    are cores: a start of the CLI is ~0.4 s of CPU, and one after the other they took half of
-    test_cli's time. The first case's timeout covers them all (see its mark)."""
+    """Every selected case of BAD_INPUTS run, each in a process of its own forked from one that
+    imported the CLI once (tests/cli_fork.py): fifty starts of `python -m agent` were half of
+    test_cli's time, nearly all of it imports."""
     test = test_every_bad_input_is_one_line_and_exit_code_2.__name__
     cases = [
         item.callspec.params["case"]
@@ -241,23 +240,19 @@ def bad_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         if getattr(item, "originalname", None) == test and item.module is request.module
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNVO_", "SSL_CERT"))}
-
-    def run(case: str) -> BadRun:
+    runs = []
+    for _ in cases:
         tmp = tmp_path_factory.mktemp("bad")
         (tmp / "text").write_text("not-media-nor-pem-nor-enough-tokens\n")
-        unfilled = BadRun(tmp, free_port(), 0, "", "")
-        args = [unfilled.fill(a) for a in BAD_INPUTS[case][0]]
-        done = subprocess.run(
-            [sys.executable, "-m", "agent", *args], capture_output=True, text=True, env=env,
-            timeout=30,
-        )  # fmt: skip
-        return BadRun(tmp, unfilled.port, done.returncode, done.stdout, done.stderr)
-
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        return dict(zip(cases, pool.map(run, cases), strict=True))
+        runs.append(BadRun(tmp, free_port(), 0, "", ""))
+    arg_lists = [[r.fill(a) for a in BAD_INPUTS[c][0]] for c, r in zip(cases, runs, strict=True)]
+    done = run_forked(arg_lists, env)
+    return {
+        case: BadRun(run.tmp, run.port, *result)
+        for case, run, result in zip(cases, runs, done, strict=True)
+    }
 
 
-@pytest.mark.timeout(300)  # the first sets up bad_runs: all the cases' processes
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_every_bad_input_is_one_line_and_exit_code_2(case: str, bad_runs: dict[str, BadRun]):
     args, named = BAD_INPUTS[case]

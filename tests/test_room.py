@@ -152,6 +152,7 @@ async def test_stale_session_times_out_without_failing_the_join(backend):
         assert meeting[2].user_id not in b.peers
 
 
+@pytest.mark.slow
 async def test_a_stale_session_is_offered_to_again_after_a_doubling_back_off(backend):
     meeting = await backend.meeting(2)
     await meeting[1].api.create_session(meeting.id, "crashed-client-session")

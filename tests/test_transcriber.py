@@ -301,9 +301,11 @@ async def test_a_talkative_meeting_stays_within_the_real_limit_by_merging(backen
 @pytest.mark.speech
 async def test_a_talkative_meeting_through_webrtc_loses_no_word_under_a_tight_limit(tmp_path):
     """Two people talking at once, a backend that takes 4 chunks a minute: the transcriber
-    merges each speaker's utterances, and the meeting's transcript holds every one of them."""
-    one, length = speech(tmp_path / "one.wav", SENTENCES + SENTENCES[:2])
-    two, _ = speech(tmp_path / "two.wav", SENTENCES[::-1] + SENTENCES[-2:])
+    merges each speaker's utterances, and the meeting's transcript holds every one of them.
+    Four sentences each (11 s, as many a minute as eight): the posts left when they stop go one
+    every 15 s whatever came before."""
+    one, length = speech(tmp_path / "one.wav", SENTENCES[:4])
+    two, _ = speech(tmp_path / "two.wav", SENTENCES[::-1][:4])
     spool = tmp_path / "spool.jsonl"
     with DevServer(tmp_path / "backend", transcript_rate=4) as server:
         meeting = await Backend(server).meeting(3, transcription=True)
