@@ -477,7 +477,8 @@ async def test_closing_the_tab_leaves_and_a_second_tab_replaces_the_first(web, b
 
         second = await join_page(browser, web, meeting)  # the same user, in another tab
         await expect(first.locator("#left-reason")).to_contain_text("from another tab")
-        await until(lambda: page_peer(b, meeting).session_id != session)
+        # the first tab's peer may be gone before the second's arrives: None meanwhile
+        await until(lambda: (p := page_peer(b, meeting)) is not None and p.session_id != session)
         await until(lambda: page_peer(b, meeting).state == "connected")
         await expect(second.locator("#grid .tile[data-state='connected']")).to_have_count(1)
 

@@ -92,11 +92,11 @@ async def test_bad_token_is_one_clear_line_and_exit_code_2(backend: Backend):
 
 async def test_an_unknown_meeting_is_one_line_naming_it(backend: Backend):
     meeting = await backend.meeting(1)
-    for unknown in ("nosuchmeeting", "mtg_00000000000000000000000000"):
-        code, out, err = await connvo_agent(
-            *("record", "--url", backend.url, "--meeting", unknown, "--out", "unused"),
-            env={**os.environ, "CONNVO_TOKEN": meeting.host.token},
-        )
+    unknowns = ("nosuchmeeting", "mtg_00000000000000000000000000")
+    record = ("record", "--url", backend.url, "--out", "unused")
+    env = {**os.environ, "CONNVO_TOKEN": meeting.host.token}
+    runs = await asyncio.to_thread(run_forked, [(*record, "--meeting", u) for u in unknowns], env)
+    for unknown, (code, out, err) in zip(unknowns, runs, strict=True):
         assert code == 2 and len(err.splitlines()) == 1, err
         assert err.startswith(f"connvo-agent record: --meeting {unknown}: "), err
         assert "Traceback" not in err and meeting.host.token not in out + err

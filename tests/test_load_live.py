@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 
 import httpx
 import pytest
+from cli_fork import run_forked
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -86,14 +88,18 @@ def test_a_run_is_scraped_while_it_goes_and_the_port_closes_at_the_end():
 
 
 def test_a_bad_metrics_port_is_one_line_and_exit_2():
-    for value, why in (("70000", "out of range: from 0 to 65535"), ("http", "not a whole number")):
-        done = connvo_agent("load", "--metrics-port", value)
-        assert done.returncode == 2
-        assert done.stderr.count("\n") == 1 and "argument --metrics-port" in done.stderr
-        assert why in done.stderr
-    done = connvo_agent("load", "--metrics-host", "127.0.0.1")
-    assert done.returncode == 2
-    assert done.stderr == "connvo-agent load: --metrics-host goes with --metrics-port\n"
+    ports = (("70000", "out of range: from 0 to 65535"), ("http", "not a whole number"))
+    args = [("load", "--metrics-port", value) for value, _ in ports]
+    *bad_ports, host_alone = run_forked(
+        [*args, ("load", "--metrics-host", "127.0.0.1")], os.environ
+    )
+    for (_, why), (code, _, err) in zip(ports, bad_ports, strict=True):
+        assert code == 2
+        assert err.count("\n") == 1 and "argument --metrics-port" in err
+        assert why in err
+    code, _, err = host_alone
+    assert code == 2
+    assert err == "connvo-agent load: --metrics-host goes with --metrics-port\n"
 
 
 def test_a_metrics_port_in_use_is_one_line_and_exit_2_before_anything_starts():
